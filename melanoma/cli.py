@@ -1,0 +1,143 @@
+"""The ``melanoma`` command. Each subcommand is a thin wrapper over one package function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _print_table(df) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_rows", 500):
+        print(df.to_string(index=False))
+
+
+# ----------------------------------------------------------------------------- subcommands
+
+def cmd_synth(a) -> int:
+    from .datasets.synthetic import write_replicas
+
+    summary = write_replicas(a.out, scale=a.scale, seed=a.seed)
+    print(f"SYNTHETIC replicas of {len(summary.get('datasets', summary))} releases written to {a.out} "
+          f"in {summary.get('seconds', float('nan')):.1f} s")
+    return 0
+
+
+def cmd_ingest(a) -> int:
+    from .datasets.ingest import counts_table, ingest_all, ingest_dataset
+
+    kw = dict(shorter=a.cache_size, seed=a.seed, strict=a.strict, workers=a.workers,
+              progress=not a.quiet)
+    if a.all:
+        reports = ingest_all(a.root, a.out, **kw)
+    else:
+        if not a.dataset:
+            raise SystemExit("melanoma ingest: give a DATASET (letter A–J or name) or --all")
+        _, r = ingest_dataset(a.dataset, a.root, a.out, **kw)
+        reports = {r["dataset"]: r}
+    _print_table(counts_table(reports))
+    for r in reports.values():
+        for kind in ("missing", "bad", "unlisted"):
+            if r[f"n_{kind}"]:
+                print(f"{r['name']}: {r[f'n_{kind}']} {kind} (listed in {a.out}/{r['dataset']}/report.json)")
+    return 0
+
+
+def cmd_leakage(a) -> int:
+    from .datasets import get
+    from .datasets.combine import leakage_report
+    from .io import write_parquet
+
+    evals = [get(e).short for e in a.eval.split(",") if e]
+    t = leakage_report(a.work, a.train, evals, policy=a.policy)
+    _print_table(t)
+    if a.out:
+        write_parquet(a.out, t)
+        print(f"written {a.out}")
+    return 0
+
+
+def cmd_summary(a) -> int:
+    import json
+
+    from .datasets.ingest import counts_table
+
+    reports = {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(a.work).glob("*/report.json"))}
+    if not reports:
+        raise SystemExit(f"no ingest reports under {a.work}; run `melanoma ingest` first")
+    _print_table(counts_table(reports))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    """The embedded default, end to end."""
+    from .pipeline import run_demo
+
+    t0 = time.perf_counter()
+    run_demo(work=Path(a.work), scale=a.scale, seed=a.seed)
+    print(f"demo finished in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="melanoma", description=__doc__.split("\n")[0] + " "
+                                "Melanoma detection with uncertainty quantification.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="write SYNTHETIC replicas of all 11 releases in their official layouts")
+    s.add_argument("--out", required=True, type=Path, help="folder to write DIR/<name>/ into")
+    s.add_argument("--scale", type=float, default=1.0, help="multiply every count (default 1.0)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("ingest", help="parse a release, hash and cache its images, write its manifest")
+    s.add_argument("dataset", nargs="?", help="letter A–J, paper name (ISIC2017) or short name (isic2017)")
+    s.add_argument("--all", action="store_true", help="ingest every release found as ROOT/<name>/")
+    s.add_argument("--root", required=True, type=Path,
+                   help="folder holding the release's official top-level items (with --all: their parent)")
+    s.add_argument("--out", required=True, type=Path, help="work folder: WORK/<name>/manifest.parquet, cache")
+    s.add_argument("--cache-size", type=int, default=256, help="shorter side of cached images (default 256)")
+    s.add_argument("--seed", type=int, default=0, help="seed for the validation splits we make (default 0)")
+    s.add_argument("--strict", action="store_true", help="fail on the first undecodable image instead of reporting it")
+    s.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("leakage", help="duplicates between a training combination and evaluation sets")
+    s.add_argument("--work", required=True, type=Path, help="work folder made by `melanoma ingest`")
+    s.add_argument("--train", required=True, help="combination: 'A-D,I,J', 'ABCDIJ' or 'ISIC2016+ISIC2017'")
+    s.add_argument("--eval", required=True, help="comma list of evaluation sets (e.g. B,C,F,J)")
+    s.add_argument("--policy", choices=["drop", "keep"], default="drop",
+                   help="drop duplicates from training (default) or keep them (report only)")
+    s.add_argument("--out", type=Path, default=None, help="also write the table as parquet")
+    s.set_defaults(func=cmd_leakage)
+
+    s = sub.add_parser("summary", help="print per-dataset counts of an ingested work folder")
+    s.add_argument("--work", required=True, type=Path)
+    s.set_defaults(func=cmd_summary)
+
+    s = sub.add_parser("demo", help="the embedded default: synthetic data through the whole pipeline")
+    s.add_argument("--work", type=Path, default=Path("work"), help="work folder (default ./work)")
+    s.add_argument("--scale", type=float, default=1.0, help="synthetic size multiplier (default 1.0)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"melanoma {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The manifest schema, the parsers' shared plumbing, and deterministic splits.
+
+A parser turns one official release into a :class:`ParseResult`: one row per image the release's
+label files list (``records``), plus everything that did not fit — listed images whose file is
+missing, image files no label file lists — each with a reason. Ingest then decodes the images,
+hashes them, makes the missing splits and writes ``manifest.parquet`` with :data:`MANIFEST_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+#: Columns of every ``manifest.parquet`` (in this order).
+MANIFEST_COLUMNS = [
+    "dataset",       # short name (isic2017)
+    "letter",        # paper letter (B) or "" (HAM10000)
+    "image_id",      # unique within the dataset
+    "path",          # relative to the data root given to ingest
+    "label",         # 1 melanoma, 0 not, -1 unknown (ISIC 2020 test)
+    "diagnosis",     # the release's own label text
+    "split",         # train / val / test (as released, or made)
+    "release_split",  # the split the release gave ("" where it gave none)
+    "patient_id",
+    "lesion_id",
+    "width",
+    "height",
+    "content_hash",  # sha256 of the file's bytes (cache key)
+    "pixel_hash",    # sha256 of decoded pixels (finds renamed / re-saved copies)
+    "phash",         # 64-bit perceptual (DCT) hash (finds resized / re-encoded copies)
+    "dhash",         # 64-bit difference hash (second near-duplicate test, see dedup.py)
+    "synthetic",     # True for the embedded synthetic replicas
+]
+
+RECORD_COLUMNS = ["image_id", "path", "label", "diagnosis", "split", "patient_id", "lesion_id"]
+SPLITS = ("train", "val", "test")
+
+
+class LabelFileError(ValueError):
+    """A label file that cannot be read as its release documents it (names file and column)."""
+
+
+@dataclass
+class ParseResult:
+    records: pd.DataFrame
+    missing: list[dict] = field(default_factory=list)    # listed, file absent
+    unlisted: list[dict] = field(default_factory=list)   # file present, not listed
+    ignored: dict[str, int] = field(default_factory=dict)  # e.g. {"superpixels": 2750}
+    notes: list[str] = field(default_factory=list)
+
+
+def require_file(path: Path, what: str, dataset: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{dataset}: {what} not found at {path}. Is --root the folder that directly holds the "
+            f"release's official top-level items? See spec/datasets.md and the README's data section.")
+    return path
+
+
+def read_table(path: Path, required: list[str], *, dataset: str, header: bool = True,
+               names: list[str] | None = None, **kw) -> pd.DataFrame:
+    """Read a CSV as strings, with BOM tolerated and a clear error for a missing column."""
+    require_file(path, "label file", dataset)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                         header=0 if header else None, names=names, **kw)
+    except (UnicodeDecodeError, pd.errors.ParserError, csv.Error) as e:
+        raise LabelFileError(f"{path}: cannot parse as CSV ({e})") from e
+    df.columns = [str(c).strip() for c in df.columns]
+    miss = [c for c in required if c not in df.columns]
+    if miss:
+        hint = ""
+        if len(df.columns) == 1 and any(d in df.columns[0] for d in ";\t|"):
+            hint = " (the file seems to use another delimiter than ',')"
+        raise LabelFileError(f"{path}: missing column(s) {miss}; found {list(df.columns)}{hint}")
+    for c in df.columns:
+        df[c] = df[c].str.strip()
+    return df
+
+
+def parse_binary(values: pd.Series, mapping: dict[str, int], *, path: Path, column: str) -> pd.Series:
+    """Map label text to 0/1 with ``mapping``; any other value is a :class:`LabelFileError`."""
+    norm = values.astype(str).str.strip().str.lower()
+    bad = sorted(set(norm[~norm.isin(list(mapping))]))
+    if bad:
+        raise LabelFileError(f"{path}: column {column!r} has unknown label value(s) {bad[:5]}; "
+                             f"expected one of {sorted(mapping)}")
+    return norm.map(mapping).astype(int)
+
+
+def check_unique(df: pd.DataFrame, col: str, path: Path) -> None:
+    dup = df[col][df[col].duplicated()].unique()
+    if len(dup):
+        raise LabelFileError(f"{path}: duplicate {col} value(s) {list(dup[:5])} "
+                             f"({len(dup)} in all); each image must be listed once")
+
+
+def index_files(folder: Path, root: Path, suffixes: tuple[str, ...],
+                exclude: tuple[str, ...] = ()) -> tuple[dict[str, str], int]:
+    """Map file stem → path relative to ``root`` for files under ``folder``; count excluded ones."""
+    found: dict[str, str] = {}
+    n_excluded = 0
+    if not folder.is_dir():
+        return found, 0
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        if any(x in p.name for x in exclude):
+            n_excluded += 1
+            continue
+        if p.suffix.lower() in suffixes:
+            found[p.stem] = p.relative_to(root).as_posix()
+    return found, n_excluded
+
+
+def records_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for c in RECORD_COLUMNS:
+        if c not in df.columns:
+            df[c] = ""
+    df = df[RECORD_COLUMNS].copy()
+    df["label"] = df["label"].astype(int)
+    for c in ("image_id", "path", "diagnosis", "split", "patient_id", "lesion_id"):
+        df[c] = df[c].fillna("").astype(str)
+    return df.sort_values("image_id", kind="stable").reset_index(drop=True)
+
+
+def attach_files(rows: pd.DataFrame, files: dict[str, str], *, key: str = "image_id",
+                 expected: str = "") -> tuple[pd.DataFrame, list[dict], list[dict]]:
+    """Join listed rows to found files by ``key``: returns (present rows, missing, unlisted)."""
+    listed = set(rows[key])
+    has = rows[key].isin(list(files))
+    missing = [{"image_id": i, "label": int(lab), "expected": expected.format(id=i),
+                "reason": "listed in labels, file missing"}
+               for i, lab in zip(rows.loc[~has, key], rows.loc[~has, "label"])]
+    unlisted = [{"path": p, "reason": "image file not listed in any label file"}
+                for s, p in sorted(files.items()) if s not in listed]
+    out = rows.loc[has].copy()
+    out["path"] = out[key].map(files)
+    return out, missing, unlisted
+
+
+# ----------------------------------------------------------------------------- splits
+
+def _rank(seed: int, key: str) -> str:
+    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+
+def make_val_split(df: pd.DataFrame, *, seed: int = 0, val_fraction: float = 0.2,
+                   from_split: str = "train") -> pd.Series:
+    """Carve a validation split out of ``from_split`` rows; return the new ``split`` column.
+
+    Deterministic and independent of row order: groups (``patient_id``, else ``lesion_id``, else
+    the image itself; a patient is the stricter unit) are ordered by ``sha256(seed:group)`` inside each label stratum (a group's
+    stratum is its maximum label), and the first ``round(val_fraction * n_groups)`` of each stratum
+    go to ``val``. Images of one lesion/patient never straddle train and val.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    split = df["split"].copy()
+    sel = df["split"] == from_split
+    if not sel.any():
+        return split
+    sub = df.loc[sel]
+    group = np.where(sub["patient_id"] != "", "P:" + sub["patient_id"],
+                     np.where(sub["lesion_id"] != "", "L:" + sub["lesion_id"], "I:" + sub["image_id"]))
+    if "group" in sub.columns:  # an explicit grouping (duplicate clusters) overrides
+        group = np.where(sub["group"] != "", "G:" + sub["group"], group)
+    g = pd.DataFrame({"group": group, "label": sub["label"].clip(lower=0).values}, index=sub.index)
+    strata = g.groupby("group")["label"].max()
+    val_groups: set[str] = set()
+    for _, groups in strata.groupby(strata):
+        ordered = sorted(groups.index, key=lambda k: _rank(seed, k))
+        n_val = int(round(val_fraction * len(ordered)))
+        if len(ordered) >= 2:
+            n_val = min(max(n_val, 1), len(ordered) - 1)
+        val_groups.update(ordered[:n_val])
+    split.loc[g.index[g["group"].isin(val_groups)]] = "val"
+    return split
+
+
+def summarize(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Counts per split: images and melanoma (label 1), as a small table."""
+    rows = []
+    for split in SPLITS:
+        s = manifest[manifest["split"] == split]
+        if len(s):
+            rows.append({"split": split, "images": len(s), "melanoma": int((s["label"] == 1).sum()),
+                         "unlabelled": int((s["label"] < 0).sum())})
+    return pd.DataFrame(rows)
+
+
+def read_manifest(work: str | Path, dataset: str) -> pd.DataFrame:
+    from . import get
+
+    short = get(dataset).short
+    p = Path(work) / short / "manifest.parquet"
+    if not p.is_file():
+        raise FileNotFoundError(f"no manifest for {short} at {p}; run `melanoma ingest {short} "
+                                f"--root <data>/{short} --out {work}` first")
+    return pd.read_parquet(p)
