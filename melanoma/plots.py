@@ -1,0 +1,284 @@
+"""Every figure, as a function that returns a :class:`matplotlib.figure.Figure`.
+
+The numbers come from :mod:`melanoma.metrics` and :mod:`melanoma.uncertainty` (``*_curve``
+functions, :func:`~melanoma.uncertainty.search_threshold`,
+:func:`~melanoma.uncertainty.rejection_report`); this module only draws. Figures are built
+with the object-oriented API (``Figure`` + Agg canvas), never through ``pyplot``: nothing is
+shown, no global figure is left open, and it works headless. In Jupyter a returned figure
+displays itself; save one with ``fig.savefig(path)``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from melanoma.metrics import _check_threshold, _check_y_p
+from melanoma.uncertainty import entropy
+
+__all__ = [
+    "reliability_diagram",
+    "accuracy_vs_threshold",
+    "misdiagnoses_bar",
+    "risk_coverage",
+    "entropy_histogram",
+]
+
+
+def _figure(figsize=(5.0, 4.0)) -> tuple[Figure, object]:
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _check_mapping(obj, what: str) -> Mapping:
+    if not isinstance(obj, Mapping) or not obj:
+        raise ValueError(f"{what} must be a non-empty dict mapping a label to its data")
+    return obj
+
+
+def _need(d: Mapping, keys: Iterable[str], what: str) -> None:
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise ValueError(f"{what} is missing keys {missing}")
+
+
+def reliability_diagram(curves: Mapping[str, Mapping], title: str | None = None) -> Figure:
+    """Calibration curves of several runs on one axes, with the ideal ``y = x`` (Fig. 4 style).
+
+    Parameters
+    ----------
+    curves : dict
+        ``{label: reliability data}``, each from :func:`melanoma.metrics.reliability_curve`
+        (keys ``confidence`` and ``accuracy`` are used).
+    title : str, optional
+        Axes title.
+
+    Returns
+    -------
+    Figure
+        One line per run plus the dashed diagonal.
+
+    Examples
+    --------
+    >>> from melanoma.metrics import reliability_curve
+    >>> fig = reliability_diagram({"run": reliability_curve([0, 1, 1], [0.2, 0.7, 0.9])})
+    >>> len(fig.axes[0].lines)
+    2
+    """
+    curves = _check_mapping(curves, "curves")
+    fig, ax = _figure()
+    ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="perfect calibration")
+    kinds = set()
+    for label, c in curves.items():
+        _need(c, ("confidence", "accuracy"), f"curves[{label!r}]")
+        kinds.add(c.get("kind", "top-label"))
+        ax.plot(np.asarray(c["confidence"]), np.asarray(c["accuracy"]), marker="o", ms=4, label=str(label))
+    positive = kinds == {"positive"}
+    ax.set_xlabel("mean predicted p(melanoma)" if positive else "confidence (max softmax)")
+    ax.set_ylabel("fraction of melanoma" if positive else "accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.legend(fontsize="small", loc="upper left")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def accuracy_vs_threshold(tables: Mapping[str, Mapping], title: str | None = None) -> Figure:
+    """Validation accuracy of the retained samples against the rejection threshold (Fig. 3).
+
+    Parameters
+    ----------
+    tables : dict
+        ``{label: search result}``, each the dict returned by
+        :func:`melanoma.uncertainty.search_threshold` (or its ``table``); the chosen threshold,
+        when present, is marked with a dot.
+    title : str, optional
+        Axes title.
+
+    Returns
+    -------
+    Figure
+        One line per entry.
+
+    Examples
+    --------
+    >>> from melanoma.uncertainty import search_threshold
+    >>> s = search_threshold([1, 0, 1, 0], [0.99, 0.02, 0.6, 0.45], grid=[0.1, 0.2, 1.0])
+    >>> len(accuracy_vs_threshold({"val": s}).axes[0].lines)
+    1
+    """
+    tables = _check_mapping(tables, "tables")
+    fig, ax = _figure()
+    mode = None
+    for label, s in tables.items():
+        t = s.get("table", s)
+        _need(t, ("threshold", "accuracy"), f"tables[{label!r}]")
+        mode = s.get("mode", mode)
+        (line,) = ax.plot(np.asarray(t["threshold"]), np.asarray(t["accuracy"]), marker=".", label=str(label))
+        chosen = s.get("threshold") if "table" in s else None
+        if chosen is not None and np.isfinite(chosen):
+            j = int(np.argmin(np.abs(np.asarray(t["threshold"]) - chosen)))
+            ax.scatter([chosen], [np.asarray(t["accuracy"])[j]], color=line.get_color(), zorder=3, s=40)
+    ax.set_xlabel("fraction rejected" if mode == "coverage" else "entropy threshold (bits)")
+    ax.set_ylabel("accuracy on retained (validation)")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def misdiagnoses_bar(records, title: str | None = None) -> Figure:
+    """False positives and false negatives before vs after rejection, per evaluation set (Fig. 5).
+
+    Parameters
+    ----------
+    records : dict or list of dict
+        ``{eval set: rejection report}`` with reports from
+        :func:`melanoma.uncertainty.rejection_report`, or a list of dicts each with ``label``;
+        the keys ``fp_before, fp_after, fn_before, fn_after`` are used.
+    title : str, optional
+        Axes title.
+
+    Returns
+    -------
+    Figure
+        Four bars per evaluation set: FP before, FP after, FN before, FN after.
+
+    Examples
+    --------
+    >>> r = {"fp_before": 5, "fp_after": 2, "fn_before": 4, "fn_after": 1}
+    >>> len(misdiagnoses_bar({"ISIC2017": r, "Kaggle": r}).axes[0].patches)
+    8
+    """
+    if isinstance(records, Mapping):
+        items = list(_check_mapping(records, "records").items())
+    else:
+        records = list(records)
+        if not records:
+            raise ValueError("records must not be empty")
+        for r in records:
+            _need(r, ("label",), "each record")
+        items = [(r["label"], r) for r in records]
+    keys = ("fp_before", "fp_after", "fn_before", "fn_after")
+    names = ("FP before", "FP after", "FN before", "FN after")
+    colors = ("#f4a582", "#ca0020", "#92c5de", "#0571b0")
+    for label, r in items:
+        _need(r, keys, f"record {label!r}")
+    fig, ax = _figure(figsize=(max(5.0, 1.4 * len(items) + 2), 4.0))
+    x = np.arange(len(items))
+    w = 0.2
+    for j, (k, name, col) in enumerate(zip(keys, names, colors)):
+        vals = [float(r[k]) for _, r in items]
+        bars = ax.bar(x + (j - 1.5) * w, vals, w, label=name, color=col)
+        ax.bar_label(bars, fmt="%g", fontsize="x-small")
+    ax.set_xticks(x, [str(label) for label, _ in items])
+    ax.set_ylabel("number of test cases")
+    ax.legend(fontsize="small", ncols=2)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def risk_coverage(curves: Mapping[str, Mapping], title: str | None = None) -> Figure:
+    """Selective risk against coverage for several runs or sets.
+
+    Parameters
+    ----------
+    curves : dict
+        ``{label: curve}`` from :func:`melanoma.uncertainty.risk_coverage_curve` (keys
+        ``coverage`` and ``risk``).
+    title : str, optional
+        Axes title.
+
+    Returns
+    -------
+    Figure
+        One line per entry.
+
+    Examples
+    --------
+    >>> from melanoma.uncertainty import risk_coverage_curve
+    >>> c = risk_coverage_curve([1, 0, 1, 0], [0.75, 0.25, 0.6, 0.6])
+    >>> len(risk_coverage({"a": c, "b": c}).axes[0].lines)
+    2
+    """
+    curves = _check_mapping(curves, "curves")
+    fig, ax = _figure()
+    for label, c in curves.items():
+        _need(c, ("coverage", "risk"), f"curves[{label!r}]")
+        ax.plot(np.asarray(c["coverage"]), np.asarray(c["risk"]), drawstyle="steps-post", label=str(label))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("coverage")
+    ax.set_ylabel("selective risk (error rate on retained)")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def entropy_histogram(
+    y,
+    p,
+    bins: int = 20,
+    base: float = 2,
+    threshold: float | None = None,
+    decision_threshold: float = 0.5,
+    title: str | None = None,
+) -> Figure:
+    """Histograms of the entropy of correct and of wrong predictions.
+
+    Parameters
+    ----------
+    y : array-like of shape (n,)
+        Labels, 1 = melanoma.
+    p : array-like of shape (n,)
+        p(melanoma).
+    bins : int, default=20
+        Equal-width bins over [0, log_base(2)] (i.e. [0, 1] in bits).
+    base : float, default=2
+        Entropy base.
+    threshold : float, optional
+        A rejection threshold to mark with a vertical line.
+    decision_threshold : float, default=0.5
+        Decision threshold deciding correct vs wrong.
+    title : str, optional
+        Axes title.
+
+    Returns
+    -------
+    Figure
+        Two overlaid histograms (``bins`` bars each) and, with ``threshold``, one vertical line.
+
+    Examples
+    --------
+    >>> fig = entropy_histogram([1, 0, 1], [0.9, 0.2, 0.4], bins=10)
+    >>> len(fig.axes[0].patches)
+    20
+    """
+    y, p = _check_y_p(y, p)
+    decision_threshold = _check_threshold(decision_threshold)
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    H = entropy(p, base=base)
+    correct = (p > decision_threshold) == (y == 1)
+    edges = np.linspace(0.0, np.log(2) / np.log(base), bins + 1)
+    fig, ax = _figure()
+    for mask, name, col in ((correct, "correct", "#1b7837"), (~correct, "wrong", "#c51b7d")):
+        counts, _ = np.histogram(H[mask], bins=edges)
+        ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", alpha=0.5, color=col,
+               label=f"{name} (n={int(mask.sum())})")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel("entropy (bits)" if base == 2 else f"entropy (base {base:g})")
+    ax.set_ylabel("number of predictions")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return fig

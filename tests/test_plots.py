@@ -1,0 +1,123 @@
+"""Tests of melanoma.plots: every function returns a Figure with the expected artists, draws
+headless, and never goes through pyplot."""
+
+from __future__ import annotations
+
+import doctest
+import io
+
+import matplotlib
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from melanoma import metrics as M
+from melanoma import plots as P
+from melanoma import uncertainty as U
+
+
+def outputs(seed, n=300):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(int)
+    p = 1 / (1 + np.exp(-(np.where(y == 1, 1.5, -1.5) + rng.normal(scale=1.5, size=n))))
+    return y, p
+
+
+def _renders(fig: Figure) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def no_pyplot_figures():
+    yield
+    if "matplotlib.pyplot" in __import__("sys").modules:
+        import matplotlib.pyplot as plt
+
+        assert plt.get_fignums() == []
+
+
+def test_doctests():
+    res = doctest.testmod(P)
+    assert res.attempted >= 5 and res.failed == 0
+
+
+def test_reliability_diagram_one_line_per_run_plus_diagonal():
+    curves = {f"run {s}": M.reliability_curve(*outputs(s)) for s in range(3)}
+    fig = P.reliability_diagram(curves, title="ResNet50")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 4
+    np.testing.assert_allclose(ax.lines[0].get_xydata(), [[0, 0], [1, 1]])  # y = x
+    np.testing.assert_allclose(ax.lines[1].get_xdata(), curves["run 0"]["confidence"])
+    assert ax.get_title() == "ResNet50" and ax.get_ylabel() == "accuracy"
+    _renders(fig)
+    pos = P.reliability_diagram({"a": M.reliability_curve(*outputs(0), confidence="positive")})
+    assert pos.axes[0].get_ylabel() == "fraction of melanoma"
+
+
+def test_accuracy_vs_threshold_one_line_per_table():
+    tables = {f"val {s}": U.search_threshold(*outputs(s)) for s in range(2)}
+    fig = P.accuracy_vs_threshold(tables)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 2
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), tables["val 0"]["table"]["threshold"])
+    assert len(ax.collections) == 2  # the chosen thresholds
+    _renders(fig)
+    # a bare table works too
+    assert len(P.accuracy_vs_threshold({"t": tables["val 0"]["table"]}).axes[0].lines) == 1
+
+
+def test_misdiagnoses_bar_four_bars_per_set():
+    reports = {name: U.rejection_report(*outputs(s), 0.5) for s, name in enumerate(["ISIC2017", "ISIC2018", "Kaggle"])}
+    fig = P.misdiagnoses_bar(reports)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 12
+    heights = [b.get_height() for b in ax.patches]
+    r = reports["ISIC2017"]
+    assert heights[0] == r["fp_before"] and heights[3] == r["fp_after"]
+    assert heights[6] == r["fn_before"] and heights[9] == r["fn_after"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ISIC2017", "ISIC2018", "Kaggle"]
+    _renders(fig)
+    records = [{"label": k, **v} for k, v in reports.items()]
+    assert len(P.misdiagnoses_bar(records).axes[0].patches) == 12
+
+
+def test_risk_coverage_one_line_per_curve():
+    curves = {f"m{s}": U.risk_coverage_curve(*outputs(s)) for s in range(3)}
+    fig = P.risk_coverage(curves)
+    assert len(fig.axes[0].lines) == 3
+    _renders(fig)
+
+
+def test_entropy_histogram_bars_and_threshold_line():
+    y, p = outputs(0)
+    fig = P.entropy_histogram(y, p, bins=15, threshold=0.2)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 30 and len(ax.lines) == 1
+    total = sum(b.get_height() for b in ax.patches)
+    assert total == len(y)
+    _renders(fig)
+    assert len(P.entropy_histogram(y, p).axes[0].lines) == 0
+
+
+@pytest.mark.parametrize(
+    "call, msg",
+    [
+        (lambda: P.reliability_diagram({}), "curves must be a non-empty dict"),
+        (lambda: P.risk_coverage({"a": {"coverage": [1]}}), "curves['a'] is missing keys ['risk']"),
+        (lambda: P.misdiagnoses_bar({"x": {"fp_before": 1}}), "record 'x' is missing keys"),
+        (lambda: P.misdiagnoses_bar([]), "records must not be empty"),
+        (lambda: P.entropy_histogram([0, 1], [0.2, 0.9], bins=0), "bins must be a positive integer, got 0"),
+    ],
+)
+def test_input_errors(call, msg):
+    with pytest.raises(ValueError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+        call()
+
+
+def test_backend_untouched():
+    before = matplotlib.get_backend()
+    P.entropy_histogram(*outputs(1))
+    assert matplotlib.get_backend() == before
