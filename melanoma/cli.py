@@ -72,6 +72,48 @@ def cmd_summary(a) -> int:
     return 0
 
 
+def cmd_train(a) -> int:
+    from .params import TrainParams
+    from .train import train_run
+
+    d = {"work": str(a.work), "model": a.model, "train": a.train, "eval_sets": a.eval, "out": str(a.out),
+         "weights": a.weights, "freeze": a.freeze, "epochs": a.epochs, "image_size": a.image_size,
+         "views": a.views, "seed": a.seed, "workers": a.workers, "device": a.device,
+         "leakage": a.leakage, "select": a.select}
+    if a.fast is not None:
+        d["fast"] = a.fast
+    if a.params:
+        from .io import read_yaml
+        d = {**(read_yaml(a.params) or {}), **{k: v for k, v in d.items() if v is not None}}
+    d = {k: v for k, v in d.items() if v is not None}
+    train_run(TrainParams.from_dict(d), progress=not a.quiet)
+    print(f"run written to {a.out}")
+    return 0
+
+
+def cmd_features(a) -> int:
+    from .features import features_for_dataset
+
+    f = features_for_dataset(a.work, a.dataset, model=a.model, weights=a.weights, size=a.image_size,
+                             views=a.views, seed=a.seed, cache_size=a.cache_size, device=a.device,
+                             workers=a.workers, progress=not a.quiet)
+    print(f"{f['model']} features of {f['dataset']}: {f['images_encoded']} images encoded in "
+          f"{f['seconds']} s ({f['img_per_s']} img/s)")
+    return 0
+
+
+def cmd_grid(a) -> int:
+    from .grid import expand, load_grid, write_run_params
+
+    g = load_grid(a.grid_file)
+    runs = expand(g)
+    if a.action == "expand":
+        write_run_params(g)
+        for rid in runs:
+            print(rid)
+    return 0
+
+
 def cmd_demo(a) -> int:
     """The embedded default, end to end."""
     from .pipeline import run_demo
@@ -116,6 +158,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop duplicates from training (default) or keep them (report only)")
     s.add_argument("--out", type=Path, default=None, help="also write the table as parquet")
     s.set_defaults(func=cmd_leakage)
+
+    s = sub.add_parser("train", help="train one model on one combination; score the evaluation sets")
+    s.add_argument("--work", required=True, type=Path, help="work folder made by `melanoma ingest`")
+    s.add_argument("--model", default=None, help="model name (see params/models.yaml); default efficientnet_lite0")
+    s.add_argument("--train", default=None, help="training combination: 'A-D,I,J', 'ABCDIJ', 'ISIC2016+ISIC2017'")
+    s.add_argument("--eval", default=None, help="comma list of evaluation sets whose val/test splits are scored")
+    s.add_argument("--out", required=True, type=Path, help="run directory")
+    s.add_argument("--weights", choices=["imagenet", "none"], default=None, help="default imagenet")
+    s.add_argument("--freeze", choices=["conv", "backbone", "none"], default=None,
+                   help="conv: the paper's text; backbone: linear probe (fast path); none: full fine-tuning")
+    s.add_argument("--epochs", type=int, default=None, help="default: the paper's schedule (30 + 2 per extra dataset)")
+    s.add_argument("--image-size", type=int, default=None, help="crop size (default 224)")
+    s.add_argument("--views", type=int, default=None, help="fast path: augmented views per training image (default 0)")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--fast", dest="fast", action="store_true", default=None, help="force the feature-cache path")
+    s.add_argument("--no-fast", dest="fast", action="store_false", help="force the loop path")
+    s.add_argument("--select", choices=["val_loss", "val_accuracy", "val_auc"], default=None,
+                   help="checkpoint selection metric (default val_loss; the paper: val_accuracy)")
+    s.add_argument("--leakage", choices=["drop", "keep"], default=None, help="default drop")
+    s.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 0)")
+    s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps")
+    s.add_argument("--params", type=Path, default=None, help="a YAML of parameters; flags override it")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("features", help="cache one model's backbone features for one dataset (fast path)")
+    s.add_argument("--work", required=True, type=Path)
+    s.add_argument("--dataset", required=True, help="letter, paper name or short name")
+    s.add_argument("--model", required=True)
+    s.add_argument("--weights", choices=["imagenet", "none"], default="imagenet")
+    s.add_argument("--image-size", type=int, default=224)
+    s.add_argument("--views", type=int, default=0, help="augmented views of each training image")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--cache-size", type=int, default=256)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--workers", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_features)
+
+    s = sub.add_parser("grid", help="grid files: `melanoma grid expand params/demo.yaml` lists run ids")
+    s.add_argument("action", choices=["expand"], help="expand: print one run id per line, write params files")
+    s.add_argument("grid_file", type=Path, help="a grid file (params/demo.yaml, params/paper.yaml)")
+    s.set_defaults(func=cmd_grid)
 
     s = sub.add_parser("summary", help="print per-dataset counts of an ingested work folder")
     s.add_argument("--work", required=True, type=Path)
