@@ -20,8 +20,11 @@ def _print_table(df) -> None:
 def cmd_synth(a) -> int:
     from .datasets.synthetic import write_replicas
 
+    from .io import write_json
+
     summary = write_replicas(a.out, scale=a.scale, seed=a.seed)
-    print(f"SYNTHETIC replicas of {len(summary.get('datasets', summary))} releases written to {a.out} "
+    write_json(Path(a.out) / "replicas.json", summary)  # written last: the workflow's "done" flag
+    print(f"SYNTHETIC replicas of {len(summary['counts'])} releases written to {a.out} "
           f"in {summary.get('seconds', float('nan')):.1f} s")
     return 0
 
@@ -114,6 +117,68 @@ def cmd_grid(a) -> int:
     return 0
 
 
+def cmd_nbrun(a) -> int:
+    from .io import read_yaml
+    from .nbrun import run_notebook
+
+    params = dict(read_yaml(a.params_file) or {}) if a.params_file else {}
+    import yaml
+
+    for k, v in a.p or []:
+        params[k] = yaml.safe_load(v) if v != "" else ""  # "10" → 10, "0.8" → 0.8, "true" → True
+    r = run_notebook(a.notebook, a.output, a.status, parameters=params, after=a.after or [], cwd=a.cwd)
+    print(f"{a.notebook} → {a.output}: {r['status']} ({r['seconds']} s){' — ' + r['error'] if r['error'] else ''}")
+    return 0
+
+
+def cmd_calibrate(a) -> int:
+    from .evaluate import calibrate_run, calibrate_table
+
+    r = calibrate_run(a.run_dir, n_bins=a.bins, B=a.bootstrap, seed=a.seed)
+    _print_table(calibrate_table(r))
+    print(f"written {Path(a.run_dir) / 'metrics.json'}{'  (SYNTHETIC data)' if r['synthetic'] else ''}")
+    return 0
+
+
+def _grid_arg(text: str):
+    from .evaluate import parse_grid
+
+    try:
+        return parse_grid(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def cmd_reject(a) -> int:
+    from .evaluate import reject_run, reject_table
+
+    r = reject_run(a.run_dir, mode=a.mode, grid=a.grid, min_coverage=a.min_coverage,
+                   temperature=a.temperature, base=a.base, B=a.bootstrap, seed=a.seed)
+    _print_table(reject_table(r))
+    for es, e in r["eval_sets"].items():
+        note = e.get("val_search", {}).get("note")
+        if note and "skipped" not in e:
+            print(f"{es}: {note}")
+    print(f"written {Path(a.run_dir) / 'rejection.json'}{'  (SYNTHETIC data)' if r['synthetic'] else ''}")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from .grid import find_grid_file
+    from .report import report
+
+    report(find_grid_file(a.grid))
+    return 0
+
+
+def cmd_book(a) -> int:
+    from .book import make_book
+    from .grid import find_grid_file
+
+    make_book(find_grid_file(a.grid), strict=not a.no_strict)
+    return 0
+
+
 def cmd_demo(a) -> int:
     """The embedded default, end to end."""
     from .pipeline import run_demo
@@ -127,8 +192,8 @@ def cmd_demo(a) -> int:
 # ----------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="melanoma", description=__doc__.split("\n")[0] + " "
-                                "Melanoma detection with uncertainty quantification.")
+    p = argparse.ArgumentParser(prog="melanoma", description="Melanoma detection with uncertainty "
+                                "quantification: ingest, train, calibrate, reject, report.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("synth", help="write SYNTHETIC replicas of all 11 releases in their official layouts")
@@ -201,6 +266,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["expand"], help="expand: print one run id per line, write params files")
     s.add_argument("grid_file", type=Path, help="a grid file (params/demo.yaml, params/paper.yaml)")
     s.set_defaults(func=cmd_grid)
+
+    s = sub.add_parser("nbrun", help="run a notebook with papermill for the workflow; record ok/failed in a status file")
+    s.add_argument("notebook", type=Path)
+    s.add_argument("output", type=Path, help="the executed notebook (kept, errors included)")
+    s.add_argument("--status", required=True, type=Path, help="status JSON written atomically")
+    s.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a parameter (string)")
+    s.add_argument("--params-file", type=Path, default=None, help="YAML of parameters")
+    s.add_argument("--after", nargs="*", type=Path, help="status files that must be ok, else this step is skipped")
+    s.add_argument("--cwd", type=Path, default=None, help="working folder of the kernel (default: the notebook's)")
+    s.set_defaults(func=cmd_nbrun)
+
+    s = sub.add_parser("calibrate", help="metrics with bootstrap CIs, reliability data, temperature scaling → RUN_DIR/metrics.json")
+    s.add_argument("run_dir", type=Path, help="a finished run directory (run.json + predictions.parquet)")
+    s.add_argument("--bins", type=int, default=10, help="equal-width bins of ECE / reliability diagram (default 10)")
+    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples B (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("reject", help="entropy threshold chosen on validation, applied to test → RUN_DIR/rejection.json")
+    s.add_argument("run_dir", type=Path, help="a finished run directory (run.json + predictions.parquet)")
+    s.add_argument("--mode", choices=["absolute", "coverage"], default="absolute",
+                   help="absolute: reject entropy > threshold (the paper); coverage: reject the most uncertain fraction")
+    s.add_argument("--grid", type=_grid_arg, default=None, metavar="START:STOP:STEP",
+                   help="candidate thresholds, STOP included (default 0:0.2:0.01)")
+    s.add_argument("--min-coverage", type=float, default=0.8,
+                   help="smallest validation coverage a candidate must keep (default 0.8: the paper rejects up to 20%%)")
+    s.add_argument("--temperature", action="store_true", help="reject on temperature-scaled probabilities (T fitted on val)")
+    s.add_argument("--base", type=float, default=2, help="entropy base (default 2: bits)")
+    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples B (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    s.set_defaults(func=cmd_reject)
+
+    s = sub.add_parser("report", help="aggregate a grid's runs into summary.parquet (+ SIIM-ISIC submissions)")
+    s.add_argument("--grid", "--grid-file", dest="grid", required=True,
+                   help="grid file (params/demo.yaml) or its results folder (results/demo)")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("book", help="render a grid's tables/figures into book/_generated and build the book")
+    s.add_argument("--grid", "--grid-file", dest="grid", required=True, help="grid file or its results folder")
+    s.add_argument("--no-strict", action="store_true", help="do not pass -W -n --keep-going to jupyter-book")
+    s.set_defaults(func=cmd_book)
 
     s = sub.add_parser("summary", help="print per-dataset counts of an ingested work folder")
     s.add_argument("--work", required=True, type=Path)

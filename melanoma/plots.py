@@ -25,6 +25,8 @@ __all__ = [
     "misdiagnoses_bar",
     "risk_coverage",
     "entropy_histogram",
+    "sample_grid",
+    "framework_diagram",
 ]
 
 
@@ -279,6 +281,78 @@ def entropy_histogram(
     ax.set_xlabel("entropy (bits)" if base == 2 else f"entropy (base {base:g})")
     ax.set_ylabel("number of predictions")
     ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def sample_grid(work, manifest, per_class: int = 6, seed: int = 0, title: str | None = None,
+                cache_size: int = 256) -> Figure:
+    """A grid of cached images: one row of melanoma, one of non-melanoma (seeded sample).
+
+    Parameters
+    ----------
+    work : path
+        Work folder holding the image cache (``WORK/cache``).
+    manifest : DataFrame
+        Rows with ``label`` and ``content_hash`` (one dataset's manifest, or several).
+    """
+    from melanoma.cache import ImageCache
+
+    cache = ImageCache(__import__("pathlib").Path(work) / "cache", cache_size)
+    rng = np.random.default_rng(seed)
+    rows = [("melanoma", manifest[manifest["label"] == 1]), ("non-melanoma", manifest[manifest["label"] == 0])]
+    fig = Figure(figsize=(1.6 * per_class, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, per_class, squeeze=False)
+    for r, (name, df) in enumerate(rows):
+        keys = sorted(df["content_hash"])
+        pick = rng.choice(len(keys), size=min(per_class, len(keys)), replace=False) if keys else []
+        for c in range(per_class):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if c < len(pick):
+                img = cache.get(keys[pick[c]])
+                h, w = img.shape[:2]
+                s0 = min(h, w)
+                ax.imshow(img[(h - s0) // 2:(h - s0) // 2 + s0, (w - s0) // 2:(w - s0) // 2 + s0])
+            if c == 0:
+                ax.set_ylabel(name)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def framework_diagram(title: str | None = None) -> Figure:
+    """Fig. 1: the framework as boxes and arrows (drawn by code, no image assets)."""
+    fig = Figure(figsize=(11, 2.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_xlim(0, 11)
+    ax.set_ylim(0, 2.6)
+    ax.axis("off")
+    steps = [
+        ("11 public releases\n(official layouts)", "#dbe9f6"),
+        ("ingest + merge\nduplicates removed", "#dbe9f6"),
+        ("CNNs × dataset\ncombinations", "#e6f2dc"),
+        ("softmax p(melanoma)\nECE, Brier", "#e6f2dc"),
+        ("entropy > threshold\n(chosen on validation)", "#fbe5d6"),
+        ("Melanoma / Non-melanoma\nor Uncertain →\ndermatologist", "#fbe5d6"),
+    ]
+    w, gap = 1.55, 0.28
+    for i, (text, color) in enumerate(steps):
+        x = 0.1 + i * (w + gap)
+        ax.add_patch(__import__("matplotlib.patches", fromlist=["FancyBboxPatch"]).FancyBboxPatch(
+            (x, 0.8), w, 1.1, boxstyle="round,pad=0.05", fc=color, ec="#555555"))
+        ax.text(x + w / 2, 1.35, text, ha="center", va="center", fontsize=8.5)
+        if i < len(steps) - 1:
+            ax.annotate("", xy=(x + w + gap - 0.02, 1.35), xytext=(x + w + 0.04, 1.35),
+                        arrowprops=dict(arrowstyle="->", color="#333333"))
+    ax.text(5.5, 0.35, "classification metrics before / after rejection; risk–coverage; "
+            "in-browser inference (no upload)", ha="center", fontsize=8.5, style="italic")
     if title:
         ax.set_title(title)
     return fig

@@ -9,8 +9,9 @@ Three kinds of match, strongest first:
     identical decoded pixels under different names (re-saved, renamed);
 ``near``
     perceptual hash (64-bit DCT pHash) within ``max_distance`` bits *and* difference hash (64-bit
-    dHash) within ``max_dhash`` bits *and* the same aspect ratio within 10 %: resized or re-encoded
-    copies, e.g. the Kaggle set's renamed ISIC images. pHash alone is not enough for dermoscopy:
+    dHash) within ``max_dhash`` bits: resized or re-encoded copies, e.g. the Kaggle set's renamed
+    ISIC images (squashed to 224×224: both hashes work on a fixed-size thumbnail, so they ignore
+    the aspect ratio, as they must here). pHash alone is not enough for dermoscopy:
     centred dark blobs look alike at low frequencies, and on 400 real ISIC 2017 images distinct
     lesions came as close as 4 bits in pHash — but those pairs were ≥ 18 bits apart in dHash (a pair
     at 6 + 8 bits looked like two different lesions on inspection), while
@@ -77,12 +78,9 @@ def find_duplicates(a: pd.DataFrame, b: pd.DataFrame, *, max_distance: int = DEF
     # near duplicates by pHash (vectorised, chunked)
     ha, hb = _hash_ints(ai["phash"]), _hash_ints(bi["phash"])
     da, db = _hash_ints(ai["dhash"]), _hash_ints(bi["dhash"])
-    ra = (ai["width"] / ai["height"]).to_numpy(float)
-    rb = (bi["width"] / bi["height"]).to_numpy(float)
     for s in range(0, len(ha), chunk):
         d = _popcount(ha[s:s + chunk, None] ^ hb[None, :])
-        ratio = ra[s:s + chunk, None] / rb[None, :]
-        ii, jj = np.nonzero((d <= max_distance) & (ratio > 0.9) & (ratio < 1.1))
+        ii, jj = np.nonzero(d <= max_distance)
         keep = _popcount(da[ii + s] ^ db[jj]) <= max_dhash
         ii, jj = ii[keep], jj[keep]
         for i, j in zip(ii + s, jj):

@@ -151,13 +151,37 @@ def _rank(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
+def connected_groups(df: pd.DataFrame) -> np.ndarray:
+    """A group key per row: rows sharing a patient, a lesion or a duplicate cluster (``group``
+    column, if any) are connected, transitively. The key is the smallest image id of the group."""
+    parent = {i: i for i in df["image_id"]}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for col in ("patient_id", "lesion_id", "group"):
+        if col not in df.columns:
+            continue
+        for _, ids in df[df[col] != ""].groupby(col)["image_id"]:
+            ids = sorted(ids)
+            for other in ids[1:]:
+                a, b = find(ids[0]), find(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    return np.array(["G:" + find(i) for i in df["image_id"]])
+
+
 def make_val_split(df: pd.DataFrame, *, seed: int = 0, val_fraction: float = 0.2,
                    from_split: str = "train") -> pd.Series:
     """Carve a validation split out of ``from_split`` rows; return the new ``split`` column.
 
-    Deterministic and independent of row order: groups (``patient_id``, else ``lesion_id``, else
-    the image itself; a patient is the stricter unit) are ordered by ``sha256(seed:group)`` inside each label stratum (a group's
-    stratum is its maximum label), and the first ``round(val_fraction * n_groups)`` of each stratum
+    Deterministic and independent of row order: groups (images connected by a shared
+    ``patient_id``, ``lesion_id`` or duplicate cluster ``group``; see :func:`connected_groups`)
+    are ordered by ``sha256(seed:group)`` inside each label stratum (a group's stratum is its
+    maximum label), and the first ``round(val_fraction * n_groups)`` of each stratum
     go to ``val``. Images of one lesion/patient never straddle train and val.
     """
     if not 0 < val_fraction < 1:
@@ -167,10 +191,7 @@ def make_val_split(df: pd.DataFrame, *, seed: int = 0, val_fraction: float = 0.2
     if not sel.any():
         return split
     sub = df.loc[sel]
-    group = np.where(sub["patient_id"] != "", "P:" + sub["patient_id"],
-                     np.where(sub["lesion_id"] != "", "L:" + sub["lesion_id"], "I:" + sub["image_id"]))
-    if "group" in sub.columns:  # an explicit grouping (duplicate clusters) overrides
-        group = np.where(sub["group"] != "", "G:" + sub["group"], group)
+    group = connected_groups(sub)
     g = pd.DataFrame({"group": group, "label": sub["label"].clip(lower=0).values}, index=sub.index)
     strata = g.groupby("group")["label"].max()
     val_groups: set[str] = set()

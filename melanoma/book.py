@@ -1,0 +1,363 @@
+"""Render a grid's results into ``book/_generated/`` and build the Jupyter Book (1.x).
+
+Every table and figure of the book is written here from ``summary.parquet``, ``runs.parquet`` and
+the run folders (``metrics.json``, ``rejection.json``); the book's pages only ``{include}`` them,
+and each names the runs it came from. Nothing is executed at build time and nothing is typed in.
+The build is strict: ``jupyter-book build -W -n --keep-going book``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .datasets import get
+from .grid import REPO, Grid, expand, load_grid
+from .io import read_json, write_text
+from .report import fmt, fmt_ci
+
+BOOK = REPO / "book"
+GEN = BOOK / "_generated"
+TABLE1_METRICS = [("precision", "Precision"), ("specificity", "Specificity"), ("sensitivity", "Sensitivity"),
+                  ("f1", "F-1"), ("accuracy", "Accuracy"), ("auc", "AUC-ROC")]
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig, name: str) -> str:
+    fig.savefig(GEN / name, dpi=110)
+    return name
+
+
+def _figure_md(png: str, name: str, caption: str) -> str:
+    return f"```{{figure}} /_generated/{png}\n:name: {name}\n:width: 100%\n\n{caption}\n```\n"
+
+
+def _syn(grid: Grid) -> str:
+    return " (SYNTHETIC)" if grid.is_synthetic else ""
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def banner(grid: Grid) -> str:
+    if grid.is_synthetic:
+        return ("```{warning}\n**SYNTHETIC DATA.** Every number and image in this build comes from "
+                "procedurally generated replicas of the datasets (`melanoma synth`), not from patients. "
+                "It demonstrates the pipeline end to end; it says nothing about real melanoma detection. "
+                f"Grid: `{grid.path.name}`.\n```\n")
+    return (f"```{{note}}\nBuilt from the real releases under `{grid.data}` with grid "
+            f"`{grid.path.name}`.\n```\n")
+
+
+def provenance(grid: Grid, summary: pd.DataFrame, runs: pd.DataFrame) -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=REPO).stdout.strip() or "unknown"
+    n_ok = int((runs["status_reject"] == "ok").sum()) if len(runs) else 0
+    return (f"Grid **{grid.name}** (`{grid.path.relative_to(REPO) if grid.path.is_absolute() and REPO in grid.path.parents else grid.path}`): "
+            f"{len(runs)} runs ({n_ok} complete), {len(grid.models)} model(s) × "
+            f"{len(grid.combinations)} combination(s), evaluation sets "
+            f"{', '.join(get(e).name for e in grid.eval_sets)}; code at commit `{commit}`. "
+            f"Results: `{grid.results.relative_to(REPO) if REPO in grid.results.parents else grid.results}/summary.parquet` "
+            f"({len(summary)} rows).\n")
+
+
+def commands(grid: Grid) -> str:
+    gf = grid.path.relative_to(REPO) if REPO in grid.path.resolve().parents else grid.path
+    return ("| output | command |\n|---|---|\n"
+            f"| this book, from nothing | `make demo` (grid `params/demo.yaml`) |\n"
+            f"| every run, the summary and the book | `snakemake -s workflow/Snakefile --config grid={gf} --cores all` |\n"
+            "| the paper grid on real data | `DATA_ROOT=/data snakemake -s workflow/Snakefile --config grid=params/paper.yaml --cores all` |\n"
+            "| one run | `melanoma train --work WORK --model M --train A-D,I,J --eval B,C,F,J --out RUN` |\n"
+            "| its metrics / rejection | `melanoma calibrate RUN` / `melanoma reject RUN` |\n"
+            f"| `summary.parquet` | `melanoma report --grid-file {gf}` |\n")
+
+
+def datasets_section(grid: Grid) -> None:
+    from .datasets.ingest import counts_table
+    from .plots import sample_grid
+
+    reports = {p.parent.name: read_json(p) for p in sorted(grid.work.glob("*/report.json"))}
+    t = counts_table(reports).drop(columns=["synthetic"]) if reports else pd.DataFrame()
+    write_text(GEN / "datasets_table.md", _md_table(t) if len(t) else "_No dataset ingested._\n")
+    frames = [pd.read_parquet(grid.work / d / "manifest.parquet") for d in reports]
+    if frames:
+        fig = sample_grid(grid.work, pd.concat(frames, ignore_index=True), per_class=8, seed=0,
+                          title=f"sample images{_syn(grid)}")
+        _save(fig, "samples.png")
+
+
+def leakage_section(grid: Grid) -> None:
+    from .datasets.combine import leakage_report
+
+    biggest = max(grid.combinations, key=lambda c: len(c.split("+")))
+    t = leakage_report(grid.work, biggest, grid.eval_sets)
+    cols = ["eval_set", "eval_split", "n_eval", "n_eval_leaked", "n_train_dups", "by_id", "by_pixels",
+            "by_near", "n_train", "n_train_after"]
+    t = t[cols].rename(columns={"eval_set": "evaluation set", "eval_split": "split", "n_eval": "images",
+                                "n_eval_leaked": "with a copy in training", "n_train_dups": "training copies",
+                                "by_id": "same ISIC id", "by_pixels": "same pixels", "by_near": "near copy",
+                                "n_train": "training pool before", "n_train_after": "after dedup"})
+    write_text(GEN / "leakage_table.md", f"Training pool: **{get_label(biggest)}**.\n\n" + _md_table(t))
+
+
+def get_label(combo: str) -> str:
+    from .datasets import combo_label
+
+    return combo_label(combo.split("+"))
+
+
+def _both(a: float, b: float, pct: bool = True) -> str:
+    return f"{fmt(a, pct)} / {fmt(b, pct)}"
+
+
+def table1(grid: Grid, summary: pd.DataFrame, top: int = 3) -> pd.DataFrame:
+    """Per evaluation set, the ``top`` runs by precision before rejection (the paper's ranking)."""
+    s = summary[summary["phase"].isin(["before", "after"])]
+    out, chosen = [], []
+    for es in grid.eval_sets:
+        b = s[(s["eval_set"] == es) & (s["phase"] == "before")].sort_values(
+            ["precision", "auc"], ascending=False, na_position="last").head(top)
+        for _, r in b.iterrows():
+            a = s[(s["run_id"] == r["run_id"]) & (s["eval_set"] == es) & (s["phase"] == "after")].iloc[0]
+            row = {"Test set": get(es).name, "Network": r["model"], "Train sets": f"[{r['train']}]"}
+            for m, label in TABLE1_METRICS:
+                row[f"{label} (before / after)"] = _both(r[m], a[m])
+            row["Threshold"] = f"{a['threshold']:.2f}"
+            row["Coverage"] = fmt(a["coverage"])
+            row["Run"] = f"`{r['run_id']}`"
+            out.append(row)
+            chosen.append((es, r["run_id"]))
+    return pd.DataFrame(out), chosen
+
+
+def table3(summary: pd.DataFrame, chosen) -> pd.DataFrame:
+    rows = []
+    for es, rid in chosen:
+        b = summary[(summary["run_id"] == rid) & (summary["eval_set"] == es) & (summary["phase"] == "before")].iloc[0]
+        a = summary[(summary["run_id"] == rid) & (summary["eval_set"] == es) & (summary["phase"] == "after")].iloc[0]
+        rows.append({"Test set": get(es).name, "Network": b["model"], "Train sets": f"[{b['train']}]",
+                     "Brier before": fmt_ci(b["brier"], b["brier_low"], b["brier_high"], pct=False),
+                     "ECE before": fmt_ci(b["ece"], b["ece_low"], b["ece_high"], pct=False),
+                     "Brier after": fmt_ci(a["brier"], a["brier_low"], a["brier_high"], pct=False),
+                     "ECE after": fmt_ci(a["ece"], a["ece_low"], a["ece_high"], pct=False),
+                     "Run": f"`{rid}`"})
+    return pd.DataFrame(rows)
+
+
+def table2(summary: pd.DataFrame) -> str:
+    lb = summary[summary["phase"] == "leaderboard"].sort_values("auc", ascending=False)
+    if lb.empty:
+        return "_No run scored the SIIM-ISIC 2020 test split._\n"
+    t = pd.DataFrame({"Network": lb["model"], "Train sets": "[" + lb["train"] + "]",
+                      "AUC-ROC": [fmt(v) for v in lb["auc"]], "Run": "`" + lb["run_id"] + "`"})
+    sources = sorted(set(lb["score_source"]))
+    return _md_table(t) + "\nScore source: " + "; ".join(sources) + ".\n"
+
+
+def _rej(grid: Grid, rid: str) -> dict:
+    f = grid.results / "runs" / rid / "rejection.json"
+    return read_json(f) if f.is_file() else {}
+
+
+def _met(grid: Grid, rid: str) -> dict:
+    f = grid.results / "runs" / rid / "metrics.json"
+    return read_json(f) if f.is_file() else {}
+
+
+def figures(grid: Grid, summary: pd.DataFrame, chosen) -> None:
+    from . import plots
+
+    syn = _syn(grid)
+    # Fig. 3: accuracy vs threshold on validation, the top run of each evaluation set
+    tables, names = {}, []
+    for es, rid in chosen:
+        if rid in names and es in tables:
+            continue
+        blk = (_rej(grid, rid).get("eval_sets") or {}).get(es, {})
+        vs = blk.get("val_search")
+        if vs and es not in tables:
+            tables[f"{get(es).name} ({rid})"] = vs
+            names.append(rid)
+    if tables:
+        _save(plots.accuracy_vs_threshold(tables, title=f"validation accuracy of the retained{syn}"),
+              "fig3_accuracy_vs_threshold.png")
+    write_text(GEN / "fig3_accuracy_vs_threshold.md", _figure_md(
+        "fig3_accuracy_vs_threshold.png", "fig3",
+        "**Fig. 3.** Accuracy of the retained validation predictions vs the entropy threshold; the dot "
+        "marks the threshold chosen (mean of ECE and Brier minimal, at least the minimum coverage). "
+        f"Runs: {', '.join(f'`{r}`' for r in sorted(set(names)))}.") if tables else
+        "_No rejection results._\n")
+
+    # Fig. 4: calibration curves, one dataset vs combined
+    single, combined = grid.figures.get("calibration_single"), grid.figures.get("calibration_combined")
+    es = grid.eval_sets[0]
+    curves = {}
+    for label, rid in (("single", single), ("combined", combined)):
+        if not rid:
+            continue
+        blk = (_met(grid, rid).get("eval_sets") or {}).get(es, {})
+        rel = (blk.get("test") or blk.get("before") or {}).get("reliability")
+        if rel:
+            curves[f"{label}: {rid}"] = rel
+    if curves:
+        _save(plots.reliability_diagram(curves, title=f"{get(es).name} test{syn}"), "fig4_calibration.png")
+        write_text(GEN / "fig4_calibration.md", _figure_md(
+            "fig4_calibration.png", "fig4",
+            f"**Fig. 4.** Calibration curves on the {get(es).name} test split (10 equal-width bins of the "
+            f"top-label confidence): a model trained on one dataset (`{single}`) vs on combined datasets "
+            f"(`{combined}`); the diagonal is perfect calibration."))
+    else:
+        write_text(GEN / "fig4_calibration.md", "_Calibration runs named in the grid's `figures` are missing._\n")
+
+    # Fig. 5 and risk–coverage: the run the grid names, else the top run of the first eval set
+    rid = grid.figures.get("misdiagnoses") or (chosen[0][1] if chosen else None)
+    rej = _rej(grid, rid) if rid else {}
+    recs, rcs = {}, {}
+    for es, blk in (rej.get("eval_sets") or {}).items():
+        if isinstance(blk, dict) and not blk.get("skipped"):
+            recs[get(es).name] = blk
+            rc = (blk.get("curves") or {}).get("risk_coverage")
+            if rc:
+                rcs[get(es).name] = rc
+    if recs:
+        _save(plots.misdiagnoses_bar(recs, title=f"false diagnoses, {rid}{syn}"), "fig5_misdiagnoses.png")
+        tot = sum(int(b.get("fp_prevented", 0)) + int(b.get("fn_prevented", 0)) for b in recs.values())
+        fnb = sum(int(b.get("fn", b.get("fn_before", 0))) for b in recs.values())
+        fnp = sum(int(b.get("fn_prevented", 0)) for b in recs.values())
+        write_text(GEN / "fig5_misdiagnoses.md", _figure_md(
+            "fig5_misdiagnoses.png", "fig5",
+            f"**Fig. 5.** False positives and false negatives on each test split before and after "
+            f"rejection, run `{rid}`: {tot} misdiagnoses moved to *Uncertain*, "
+            f"{fnp} of {fnb} false negatives ({fmt(fnp / fnb) if fnb else '–'})."))
+    else:
+        write_text(GEN / "fig5_misdiagnoses.md", "_No rejection results._\n")
+    if rcs:
+        _save(plots.risk_coverage(rcs, title=f"risk–coverage, {rid}{syn}"), "fig_risk_coverage.png")
+        write_text(GEN / "fig_risk_coverage.md", _figure_md(
+            "fig_risk_coverage.png", "fig-rc",
+            f"Selective risk (error rate of the retained) vs coverage when rejecting by entropy, run `{rid}`, "
+            "test splits."))
+    else:
+        write_text(GEN / "fig_risk_coverage.md", "_No risk–coverage curves._\n")
+
+
+def aurc_table(summary: pd.DataFrame) -> str:
+    s = summary[summary["phase"] == "before"].sort_values(["eval_set", "aurc"])
+    if s.empty or "aurc" not in s:
+        return "_No AURC results._\n"
+    t = pd.DataFrame({"Test set": [get(e).name for e in s["eval_set"]], "Network": s["model"],
+                      "Train sets": "[" + s["train"] + "]",
+                      "AURC": [fmt_ci(a, lo, hi, pct=False) for a, lo, hi in
+                               zip(s["aurc"], s.get("aurc_low", np.nan), s.get("aurc_high", np.nan))],
+                      "E-AURC": [fmt(v, pct=False) for v in s["eaurc"]], "Run": "`" + s["run_id"] + "`"})
+    return ("AURC (area under the risk–coverage curve, lower is better) and E-AURC (its excess over an "
+            "oracle ordering), test splits, with 95 % bootstrap CIs.\n\n" + _md_table(t))
+
+
+def runs_table(runs: pd.DataFrame) -> str:
+    if runs.empty:
+        return "_No runs._\n"
+    t = runs[["run_id", "model", "train", "status_train", "status_calibrate", "status_reject"]].copy()
+    t["run_id"] = "`" + t["run_id"] + "`"
+    out = _md_table(t)
+    failed = runs[runs["failed_step"] != ""]
+    if len(failed):
+        out += "\n**Failed runs** — the executed notebook shows the error:\n\n"
+        for _, r in failed.iterrows():
+            out += f"- `{r['run_id']}` failed at {r['failed_step']}: {r['error']} — `{r['notebook']}`\n"
+    else:
+        out += "\nNo run failed.\n"
+    return out
+
+
+def webapp_section(grid: Grid) -> None:
+    web = grid.results / "web"
+    extra = GEN / "extra"
+    if extra.exists():
+        shutil.rmtree(extra)
+    extra.mkdir(parents=True)
+    if not (web / "model.json").is_file():
+        write_text(GEN / "webapp.md", "_No model exported for the web page in this grid._\n")
+        return
+    from .export import assemble_site
+
+    assemble_site(extra / "webapp", web)
+    mj = read_json(web / "model.json")
+    shot = web / "screenshot.png"
+    md = [f"**[Open the web page](webapp/index.html)** (served with this book, works offline).\n",
+          "| model | training combination | input | ONNX size | entropy threshold |",
+          "|---|---|---|---|---|",
+          f"| `{mj.get('model')}` | [{mj.get('train_label', mj.get('train', ''))}] | "
+          f"{mj.get('input_size', '')} px | {mj.get('onnx_bytes', 0) / 1024:.0f} KB | "
+          f"{mj.get('threshold', float('nan')):.3f} bits ({mj.get('threshold_source', '')}) |\n"]
+    if shot.is_file():
+        shutil.copy(shot, GEN / "fig2_webapp.png")
+        md.append(_figure_md("fig2_webapp.png", "fig2",
+                             "**Fig. 2.** The page in headless Chromium, scoring a synthetic image offline "
+                             "(screenshot taken by `tests/test_web.py` / the workflow)."))
+    else:
+        md.append("_Fig. 2 (screenshot) is made by the browser test; it was not available for this build._\n")
+    write_text(GEN / "webapp.md", "\n".join(md))
+
+
+def performance_section() -> None:
+    res = REPO / "benchmarks" / "RESULTS.md"
+    text = res.read_text() if res.is_file() else "_No benchmark results yet: run `make bench`._\n"
+    # demote headings so the page keeps one title
+    text = "\n".join(("#" + l) if l.startswith("#") else l for l in text.splitlines()) + "\n"
+    write_text(GEN / "performance.md", text)
+
+
+# ----------------------------------------------------------------------------- driver
+
+def render(grid: Grid) -> None:
+    from .plots import framework_diagram
+
+    GEN.mkdir(parents=True, exist_ok=True)
+    summary = pd.read_parquet(grid.results / "summary.parquet")
+    runs = pd.read_parquet(grid.results / "runs.parquet")
+    write_text(GEN / "banner.md", banner(grid))
+    write_text(GEN / "provenance.md", provenance(grid, summary, runs))
+    write_text(GEN / "commands.md", commands(grid))
+    _save(framework_diagram(), "fig1_framework.png")
+    datasets_section(grid)
+    leakage_section(grid)
+    t1, chosen = table1(grid, summary)
+    syn_note = "\n_All numbers: SYNTHETIC data._\n" if grid.is_synthetic else ""
+    write_text(GEN / "table1.md", (_md_table(t1) if len(t1) else "_No results._\n") + syn_note)
+    t3 = table3(summary, chosen)
+    write_text(GEN / "table3.md", (_md_table(t3) if len(t3) else "_No results._\n") + syn_note)
+    write_text(GEN / "table2.md", table2(summary) + syn_note)
+    figures(grid, summary, chosen)
+    write_text(GEN / "aurc_table.md", aurc_table(summary))
+    write_text(GEN / "runs_table.md", runs_table(runs))
+    webapp_section(grid)
+    performance_section()
+
+
+def build(strict: bool = True) -> Path:
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(BOOK)]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    subprocess.run(cmd, check=True)
+    return BOOK / "_build" / "html" / "index.html"
+
+
+def make_book(grid_file: str | Path, strict: bool = True) -> Path:
+    grid = load_grid(grid_file)
+    render(grid)
+    index = build(strict)
+    print(f"book: {index}")
+    return index

@@ -1,0 +1,192 @@
+"""Grid files: expand ``params/<grid>.yaml`` into runs with stable ids and one params file each.
+
+A grid file names models, training combinations, evaluation sets and shared training settings
+(with optional per-model overrides). Every (model, combination) pair is one run; its id is
+``<model>__<letters>`` (``resnet50__ABCIJ``; HAM10000 spells ``HAM``), stable across machines,
+orders and additions to the grid. ``melanoma grid expand params/X.yaml`` prints the ids and writes
+``results/<grid>/params/<run_id>.yaml`` (the exact :class:`~melanoma.params.TrainParams` of the run).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .datasets import get, parse_combo
+from .io import read_yaml, write_yaml
+from .params import ParamError, TrainParams
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Grid:
+    name: str
+    path: Path
+    data: str                      # "synthetic" or a folder holding <name>/ release folders
+    work: Path
+    results: Path
+    models: list[str]
+    combinations: list[str]        # short-name lists joined by '+'
+    eval_sets: list[str]
+    train: dict[str, Any]
+    model_overrides: dict[str, dict[str, Any]]
+    calibrate: dict[str, Any] = field(default_factory=dict)
+    reject: dict[str, Any] = field(default_factory=dict)
+    synthetic: dict[str, Any] = field(default_factory=dict)
+    web: dict[str, Any] = field(default_factory=dict)
+    submission: str | None = None  # dataset whose unlabelled test split makes the SIIM-ISIC CSV
+    figures: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.data == "synthetic"
+
+    @property
+    def data_root(self) -> Path:
+        return self.work / "synthetic" if self.is_synthetic else Path(self.data)
+
+    def model_combinations(self, model: str) -> list[str]:
+        """The grid's combinations, or the subset a model override names (``combinations:``)."""
+        own = self.model_overrides.get(model, {}).get("combinations")
+        return [ "+".join(parse_combo(str(c))) for c in own] if own else self.combinations
+
+    @property
+    def datasets(self) -> list[str]:
+        """Every release the grid touches (training members, evaluation sets, submission)."""
+        names = {d for c in self.combinations for d in c.split("+")} | set(self.eval_sets)
+        if self.submission:
+            names.add(self.submission)
+        from .datasets import SHORT_NAMES
+
+        return [s for s in SHORT_NAMES if s in names]
+
+
+def run_id(model: str, combo: list[str]) -> str:
+    letters = "".join(get(d).letter or "" for d in combo)
+    extra = "".join(f"_{get(d).name.upper()[:3]}" for d in combo if not get(d).letter)
+    return f"{model}__{letters}{extra}".replace("__" + "_", "__")
+
+
+def _resolve(base: Path, p: str | os.PathLike) -> Path:
+    p = Path(os.path.expandvars(str(p)))
+    return p if p.is_absolute() else (base / p)
+
+
+def load_grid(path: str | os.PathLike, *, data: str | None = None, work: str | None = None,
+              results: str | None = None) -> Grid:
+    """Read and validate a grid file. ``data``/``work``/``results`` override the file (and the
+    environment variables ``DATA_ROOT``/``WORK``/``RESULTS`` override those)."""
+    path = Path(path)
+    g = read_yaml(path) or {}
+    if not isinstance(g, dict):
+        raise ParamError(f"{path}: a grid file is a mapping; see params/demo.yaml")
+    for key in ("name", "models", "combinations", "eval_sets"):
+        if key not in g:
+            raise ParamError(f"{path}: missing key {key!r}")
+    combos = g["combinations"]
+    if isinstance(combos, str):  # a file of combinations, one per line
+        cfile = _resolve(path.parent.resolve(), combos)
+        combos = [l.strip() for l in cfile.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    parsed = []
+    for c in combos:
+        try:
+            parsed.append("+".join(parse_combo(str(c))))
+        except (KeyError, ValueError) as e:
+            raise ParamError(f"{path}: combination {c!r}: {e}") from None
+    if len(set(parsed)) != len(parsed):
+        dup = sorted({c for c in parsed if parsed.count(c) > 1})
+        raise ParamError(f"{path}: combinations listed twice: {dup}")
+    models = g["models"]
+    if isinstance(models, str) and models == "paper":
+        from .models import paper_models
+
+        models = paper_models()
+    data_v = data or os.environ.get("DATA_ROOT") or g.get("data", "synthetic")
+    if "$" in str(os.path.expandvars(str(data_v))):
+        raise ParamError(f"{path}: data is {data_v!r}; set DATA_ROOT to the folder holding the "
+                         "releases as DATA_ROOT/<name>/ (see the README's 'Real data')")
+    work_v = work or os.environ.get("WORK") or g.get("work", "work")
+    res_v = results or os.environ.get("RESULTS") or g.get("results", f"results/{g['name']}")
+    grid = Grid(
+        name=str(g["name"]), path=path, data=str(data_v) if data_v == "synthetic" else str(_resolve(Path.cwd(), data_v)),
+        work=_resolve(REPO, work_v), results=_resolve(REPO, res_v), models=list(models),
+        combinations=parsed, eval_sets=[get(e).short for e in g["eval_sets"]], train=dict(g.get("train", {})),
+        model_overrides=dict(g.get("model_overrides", {}) or {}), calibrate=dict(g.get("calibrate", {}) or {}),
+        reject=dict(g.get("reject", {}) or {}), synthetic=dict(g.get("synthetic", {}) or {}),
+        web=dict(g.get("web", {}) or {}), submission=get(g["submission"]).short if g.get("submission") else None,
+        figures=dict(g.get("figures", {}) or {}), raw=g)
+    unknown = sorted(set(grid.model_overrides) - set(grid.models))
+    if unknown:
+        raise ParamError(f"{path}: model_overrides for models not in the grid: {unknown}")
+    return grid
+
+
+def run_params(grid: Grid, model: str, combo: str) -> TrainParams:
+    rid = run_id(model, combo.split("+"))
+    evals = list(grid.eval_sets)
+    if grid.submission and grid.submission not in evals:
+        evals.append(grid.submission)
+    over = {k: v for k, v in grid.model_overrides.get(model, {}).items() if k != "combinations"}
+    d = {**grid.train, **over,
+         "work": str(grid.work), "model": model, "train": combo, "eval_sets": evals,
+         "out": str(grid.results / "runs" / rid)}
+    return TrainParams.from_dict(d) if grid.work.is_dir() else _unvalidated(d)
+
+
+def _unvalidated(d: dict) -> TrainParams:
+    """Parameters before ingest has made the work folder: checked except for its existence."""
+    p = TrainParams(**d)
+    try:
+        p.validate()
+    except ParamError as e:
+        if "work folder" not in str(e):
+            raise
+    return p
+
+
+def expand(grid: Grid) -> dict[str, TrainParams]:
+    """run id → parameters, in grid order (models outer, combinations inner)."""
+    runs: dict[str, TrainParams] = {}
+    for m in grid.models:
+        for c in grid.model_combinations(m):
+            p = run_params(grid, m, c)
+            rid = Path(p.out).name
+            if rid in runs:
+                raise ParamError(f"{grid.path}: two runs share the id {rid}")
+            runs[rid] = p
+    return runs
+
+
+def write_run_params(grid: Grid) -> dict[str, Path]:
+    """Write ``results/<grid>/params/<run_id>.yaml`` for every run (unchanged files untouched, so
+    Snakemake's mtime logic does not rerun finished work)."""
+    out = {}
+    copy = grid.results / "grid.yaml"  # so `melanoma report --grid results/<grid>` finds it
+    src = grid.path.read_text()
+    if not copy.is_file() or copy.read_text() != src:
+        from .io import write_text
+
+        write_text(copy, src)
+    for rid, p in expand(grid).items():
+        f = grid.results / "params" / f"{rid}.yaml"
+        text_new = p.to_dict()
+        if not f.is_file() or read_yaml(f) != text_new:
+            write_yaml(f, text_new)
+        out[rid] = f
+    return out
+
+
+def find_grid_file(arg: str | os.PathLike) -> Path:
+    """A grid YAML, or a results folder holding the copy ``grid.yaml`` that expand wrote."""
+    p = Path(arg)
+    if p.is_dir():
+        if (p / "grid.yaml").is_file():
+            return p / "grid.yaml"
+        raise ParamError(f"{p} holds no grid.yaml; pass the grid file (params/<grid>.yaml)")
+    if not p.is_file():
+        raise ParamError(f"grid {p} not found")
+    return p

@@ -1,0 +1,96 @@
+"""Grid files and the Snakemake workflow's DAG (dry runs only: nothing is executed here)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from melanoma.datasets import parse_combo
+from melanoma.grid import expand, load_grid, run_id
+from melanoma.params import ParamError
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+
+
+def test_paper_grid_is_1296_unique_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path))
+    g = load_grid(REPO / "params" / "paper.yaml")
+    runs = expand(g)
+    assert len(g.models) == 24 and len(g.combinations) == 54
+    assert len(runs) == 1296 == len(set(runs))
+    p = runs["densenet201__ABCDEGIJ"]
+    assert p.freeze == "conv" and p.weights == "imagenet" and p.epochs is None
+    assert p.n_epochs == 30 + 2 * 8
+    assert set(p.eval_sets) == {"isic2017", "isic2018", "derm7pt", "kaggle", "isic2020"}
+
+
+def test_paper_grid_needs_data_root(monkeypatch):
+    monkeypatch.delenv("DATA_ROOT", raising=False)
+    with pytest.raises(ParamError, match="DATA_ROOT"):
+        load_grid(REPO / "params" / "paper.yaml")
+
+
+def test_every_paper_combination_parses():
+    lines = [l for l in (REPO / "params" / "paper_combinations.txt").read_text().splitlines() if l]
+    for line in lines:
+        assert parse_combo(line)
+
+
+def test_run_ids_are_stable_and_readable():
+    assert run_id("resnet50", parse_combo("A-C,I,J")) == "resnet50__ABCIJ"
+    assert run_id("resnet50", parse_combo("HAM10000")) == "resnet50__HAM"
+    assert run_id("vgg16", parse_combo("ISIC2016+HAM10000")) == "vgg16__A_HAM"
+
+
+def test_demo_grid(tmp_path):
+    g = load_grid(REPO / "params" / "demo.yaml")
+    runs = expand(g)
+    assert g.is_synthetic and len(runs) >= 6
+    assert {p.model for p in runs.values()} >= {"efficientnet_lite0"}
+    assert g.web["run"] in runs
+    assert g.figures["calibration_single"] in runs and g.figures["calibration_combined"] in runs
+
+
+def test_bad_grid_files_are_clear(tmp_path):
+    f = tmp_path / "g.yaml"
+    f.write_text("name: x\nmodels: [resnet18]\ncombinations: [A, Q]\neval_sets: [B]\n")
+    with pytest.raises(ParamError, match="combination 'Q'"):
+        load_grid(f)
+    f.write_text("name: x\nmodels: [resnet18]\ncombinations: [A, ISIC2016]\neval_sets: [B]\n")
+    with pytest.raises(ParamError, match="listed twice"):
+        load_grid(f)
+    f.write_text("name: x\nmodels: [resnet999]\ncombinations: [A]\neval_sets: [B]\n")
+    with pytest.raises(ParamError, match="unknown model"):
+        expand(load_grid(f))
+
+
+def test_cli_grid_expand(tmp_path, capsys):
+    from melanoma.cli import main
+
+    g = tmp_path / "g.yaml"
+    g.write_text(f"name: t\nmodels: [resnet18, meshnet]\ncombinations: [A, B-C]\neval_sets: [B]\n"
+                 f"results: {tmp_path}/res\nwork: {tmp_path}/work\n")
+    assert main(["grid", "expand", str(g)]) == 0
+    ids = capsys.readouterr().out.split()
+    assert ids == ["resnet18__A", "resnet18__BC", "meshnet__A", "meshnet__BC"]
+    assert sorted(p.name for p in (tmp_path / "res" / "params").iterdir()) == sorted(f"{i}.yaml" for i in ids)
+
+
+@pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake not installed in this environment")
+def test_snakemake_dry_run_paper_grid(tmp_path):
+    """The full 1,296-run DAG builds against a fake data root without running anything."""
+    env = dict(os.environ, DATA_ROOT=str(tmp_path / "data"), WORK=str(tmp_path / "work"),
+               RESULTS=str(tmp_path / "results"))
+    r = subprocess.run([str(SNAKEMAKE), "-s", str(REPO / "workflow" / "Snakefile"), "-n", "--quiet", "rules",
+                        "--config", "grid=params/paper.yaml", "--cores", "1"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    for rule, n in (("train", 1296), ("calibrate", 1296), ("reject", 1296), ("ingest", 11)):
+        assert any(line.split()[:2] == [rule, str(n)] for line in out.splitlines()), (rule, out[-2000:])
+    assert not (tmp_path / "results" / "runs").exists()  # nothing ran
