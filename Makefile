@@ -3,9 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-WORK   ?= work
-DATA   ?= $(WORK)/synthetic
-SCALE  ?= 1.0
+GRID   ?= params/demo.yaml
 
 .PHONY: venv demo test clean
 
@@ -18,13 +16,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## The main job on the embedded default: synthetic data -> ingest every release -> summary.
+## The main job on the embedded default: synthetic data -> Snakemake grid -> book/_build/html.
 demo: $(STAMP)
-	$(VENV)/bin/melanoma demo --work $(WORK) --scale $(SCALE)
+	$(VENV)/bin/melanoma demo --grid $(GRID)
 
 ## The test suite.
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(WORK) results book/_build
+	rm -rf work results book/_build book/_generated

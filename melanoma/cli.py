@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 
@@ -179,13 +178,23 @@ def cmd_book(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from .export import assemble_site, export_run
+
+    m = export_run(a.run_dir, a.out, opset=a.opset)
+    print(f"written {Path(a.out) / 'model.onnx'} ({m['onnx']['bytes'] / 1024:.0f} KB, parity "
+          f"{m['parity']['max_abs_logit_diff']:.2g}) and model.json (threshold {m['threshold']:.3g} bits: "
+          f"{m['threshold_source']}){'  (SYNTHETIC model)' if m['synthetic'] else ''}")
+    if a.site:
+        print(f"web page assembled in {assemble_site(a.site, a.out)}")
+    return 0
+
+
 def cmd_demo(a) -> int:
     """The embedded default, end to end."""
     from .pipeline import run_demo
 
-    t0 = time.perf_counter()
-    run_demo(work=Path(a.work), scale=a.scale, seed=a.seed)
-    print(f"demo finished in {time.perf_counter() - t0:.1f} s")
+    run_demo(a.grid, cores=a.cores)
     return 0
 
 
@@ -308,14 +317,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-strict", action="store_true", help="do not pass -W -n --keep-going to jupyter-book")
     s.set_defaults(func=cmd_book)
 
+    s = sub.add_parser("export", help="a run's model → DIR/model.onnx + DIR/model.json for the web page")
+    s.add_argument("run_dir", type=Path, help="a finished run directory (params.yaml, model.pt, run.json)")
+    s.add_argument("--out", required=True, type=Path, help="folder for model.onnx and model.json")
+    s.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    s.add_argument("--site", type=Path, default=None,
+                   help="also assemble the static web page (page + onnxruntime-web + model) into this folder")
+    s.set_defaults(func=cmd_export)
+
     s = sub.add_parser("summary", help="print per-dataset counts of an ingested work folder")
     s.add_argument("--work", required=True, type=Path)
     s.set_defaults(func=cmd_summary)
 
-    s = sub.add_parser("demo", help="the embedded default: synthetic data through the whole pipeline")
-    s.add_argument("--work", type=Path, default=Path("work"), help="work folder (default ./work)")
-    s.add_argument("--scale", type=float, default=1.0, help="synthetic size multiplier (default 1.0)")
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("demo", help="a grid from nothing to the built book (default: the synthetic demo)")
+    s.add_argument("--grid", default="params/demo.yaml", help="grid file (default params/demo.yaml)")
+    s.add_argument("--cores", type=int, default=None, help="parallel jobs (default: all cores)")
     s.set_defaults(func=cmd_demo)
     return p
 

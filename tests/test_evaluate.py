@@ -1,0 +1,326 @@
+"""melanoma.evaluate: metrics.json / rejection.json on a run directory built by hand (no training)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, brier_score_loss, precision_score, recall_score, roc_auc_score
+
+from melanoma import evaluate
+from melanoma.cli import main
+from melanoma.io import write_json
+from melanoma.uncertainty import entropy
+
+B = 30  # bootstrap resamples: small, the tests check structure and counts, not interval widths
+CONTRACT = ("precision", "sensitivity", "specificity", "f1", "accuracy", "auc", "ece", "brier")
+
+
+def _rows(eval_set, split, y, d, rng=None):
+    """Prediction rows with logits (-d/2, d/2), so p = softmax(logits)[1] = sigmoid(d)."""
+    y = np.asarray(y, dtype=int)
+    d = np.asarray(d, dtype=float)
+    return pd.DataFrame({
+        "run_id": "handmade", "eval_set": eval_set, "split": split,
+        "image_id": [f"{eval_set}_{split}_{i}" for i in range(len(y))],
+        "label": y, "p_melanoma": np.exp(-np.logaddexp(0.0, -d)), "logit_0": -d / 2, "logit_1": d / 2,
+    })
+
+
+def _scores(rng, y, strength=5.0, noise=3.0):
+    """Logit differences: about 5 % errors, about 70 % of the entropies below 0.2 bit."""
+    return np.where(np.asarray(y) == 1, strength, -strength) + rng.normal(0, noise, len(y))
+
+
+def make_run(path, seed=0, synthetic=True):
+    """A run directory with four evaluation sets:
+
+    isic2017  val 80 / test 120 (+7 unlabelled test rows), both classes
+    isic2018  val 60 / test 90, both classes
+    ph2       val one-class (all non-melanoma), test both classes   -> reported skip in rejection
+    isic2020  no val rows, test rows unlabelled only                 -> reported skip everywhere
+    """
+    rng = np.random.default_rng(seed)
+    parts = []
+    for es, n_val, n_test in (("isic2017", 80, 120), ("isic2018", 60, 90)):
+        for split, n in (("val", n_val), ("test", n_test)):
+            y = (rng.random(n) < 0.3).astype(int)
+            parts.append(_rows(es, split, y, _scores(rng, y)))
+    parts.append(_rows("isic2017", "test", -np.ones(7, int), rng.normal(0, 2, 7)))
+    parts.append(_rows("ph2", "val", np.zeros(20, int), rng.normal(-3, 2, 20)))
+    y = (rng.random(40) < 0.4).astype(int)
+    parts.append(_rows("ph2", "test", y, _scores(rng, y)))
+    parts.append(_rows("isic2020", "test", -np.ones(30, int), rng.normal(0, 2, 30)))
+    pred = pd.concat(parts, ignore_index=True)
+    path.mkdir(parents=True, exist_ok=True)
+    pred.to_parquet(path / "predictions.parquet", index=False)
+    write_json(path / "run.json", {"run_id": "handmade", "model": "toy", "train": "B", "synthetic": synthetic,
+                                   "eval_sets": ["isic2017", "isic2018", "ph2", "isic2020"]})
+    (path / "params.yaml").write_text("model: toy\n")
+    return path
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return make_run(tmp_path / "run")
+
+
+def _test_rows(run_dir, es):
+    d = pd.read_parquet(run_dir / "predictions.parquet")
+    d = d[(d.eval_set == es) & (d.split == "test") & (d.label >= 0)]
+    return d.label.to_numpy(), d.p_melanoma.to_numpy()
+
+
+def _check_block(b):
+    for k in CONTRACT:
+        assert k in b, k
+        assert k in b["ci"], k
+
+
+# ----------------------------------------------------------------------------- metrics.json
+
+def test_metrics_json_contract_and_sklearn(run_dir):
+    r = evaluate.calibrate_run(run_dir, B=B)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["eval_sets"].keys() == r["eval_sets"].keys() == {"isic2017", "isic2018", "ph2", "isic2020"}
+    assert {"run_id", "model", "train", "synthetic", "n_bins", "B", "eval_sets"} <= m.keys()
+    assert m["synthetic"] is True and m["run_id"] == "handmade" and m["B"] == B and m["n_bins"] == 10
+    for es in ("isic2017", "isic2018", "ph2"):
+        e = m["eval_sets"][es]
+        for block in ("test", "val", "before", "after"):
+            if es == "ph2" and block == "after":
+                continue
+            _check_block(e[block])
+        assert e["before"] == e["test"]
+        rel = e["test"]["reliability"]
+        assert sum(rel["count"]) == e["n"]["test"] and len(rel["confidence"]) == len(rel["accuracy"])
+        # temperature scaling changes no prediction and no ranking
+        if "skipped" not in e["after"]:
+            for k in ("precision", "sensitivity", "specificity", "f1", "accuracy", "auc"):
+                assert e["after"][k] == pytest.approx(e["before"][k])
+            t = e["temperature"]
+            assert t["T"] > 0 and t["fitted_on"] == "val"
+            assert t["test"]["ece_before"] == pytest.approx(e["before"]["ece"])
+            assert t["test"]["ece_after"] == pytest.approx(e["after"]["ece"])
+            assert t["val"]["nll_after"] <= t["val"]["nll_before"] + 1e-9  # T minimises the val NLL
+    assert m["eval_sets"]["isic2017"]["n_unlabelled"] == {"test": 7, "val": 0}
+    assert m["eval_sets"]["isic2017"]["n"] == {"test": 120, "val": 80}
+    # one-class validation: metrics still computed, temperature scaling reported as skipped
+    ph2 = m["eval_sets"]["ph2"]
+    assert "one class" in ph2["after"]["skipped"] and "skipped" in ph2["temperature"]
+    assert math.isnan(ph2["val"]["auc"]) and ph2["val"]["warnings"]
+    # only unlabelled test rows, no val: a reported skip
+    e20 = m["eval_sets"]["isic2020"]
+    assert "no labelled test rows (30 unlabelled)" in e20["skipped"]
+    assert "skipped" in e20["before"] and "skipped" in e20["after"] and "skipped" in e20["val"]
+    # independent cross-check with scikit-learn on the same test rows
+    for es in ("isic2017", "isic2018"):
+        y, p = _test_rows(run_dir, es)
+        b = m["eval_sets"][es]["before"]
+        yhat = (p > 0.5).astype(int)
+        assert b["precision"] == pytest.approx(precision_score(y, yhat))
+        assert b["sensitivity"] == pytest.approx(recall_score(y, yhat))
+        assert b["specificity"] == pytest.approx(recall_score(1 - y, 1 - yhat))
+        assert b["accuracy"] == pytest.approx(accuracy_score(y, yhat))
+        assert b["auc"] == pytest.approx(roc_auc_score(y, p))
+        assert b["brier"] == pytest.approx(brier_score_loss(y, p))
+        assert b["ci"]["auc"]["low"] <= b["auc"] <= b["ci"]["auc"]["high"]
+
+
+# ----------------------------------------------------------------------------- rejection.json
+
+REJ_KEYS = ("threshold", "coverage", "before", "after", "fp", "fn", "fp_after", "fn_after", "fp_prevented",
+            "fn_prevented", "fn_reduction_pct", "val_search", "curves", "aurc", "eaurc", "selective_risk")
+
+
+@pytest.mark.parametrize("mode", ["absolute", "coverage"])
+def test_rejection_json_contract_and_accounting(run_dir, mode):
+    r = evaluate.reject_run(run_dir, mode=mode, B=B, min_coverage=0.5)
+    j = json.loads((run_dir / "rejection.json").read_text())
+    assert j["mode"] == mode and j["min_coverage"] == 0.5 and j["temperature"] is False
+    assert len(j["grid"]) == 21 and j["grid"][-1] == pytest.approx(0.2)
+    for es in ("isic2017", "isic2018"):
+        e = j["eval_sets"][es]
+        for k in REJ_KEYS:
+            assert k in e, k
+        _check_block(e["before"])
+        _check_block(e["after"])
+        assert "temperature" not in e
+        n = e["n_test"]
+        assert n == e["n"]["test"] == e["before"]["n"]
+        # retained + rejected = all; coverage matches the retained count
+        assert e["n_retained"] + e["n_rejected"] == n
+        assert e["after"]["n"] == e["n_retained"]
+        assert e["coverage"] == pytest.approx(e["n_retained"] / n)
+        # prevented counts add up
+        assert e["fp"] == e["fp_after"] + e["fp_prevented"]
+        assert e["fn"] == e["fn_after"] + e["fn_prevented"]
+        assert e["fp_prevented"] + e["fn_prevented"] + e["tp_rejected"] + e["tn_rejected"] == e["n_rejected"]
+        if e["fn"]:
+            assert e["fn_reduction_pct"] == pytest.approx(100 * e["fn_prevented"] / e["fn"])
+        # the threshold is a grid value with the validation coverage floor respected
+        assert e["threshold"] in j["grid"]
+        assert e["val_search"]["coverage"] >= 0.5 and e["val_search"]["min_coverage_met"] is True
+        assert len(e["val_search"]["table"]["threshold"]) == 21
+        # independent recomputation of the retained set and the "after" metrics with sklearn
+        y, p = _test_rows(run_dir, es)
+        if mode == "absolute":
+            keep = entropy(p) <= e["threshold"]
+        else:
+            keep = np.zeros(n, bool)
+            keep[np.argsort(entropy(p), kind="stable")[: n - int(np.floor(e["threshold"] * n + 1e-9))]] = True
+        assert keep.sum() == e["n_retained"]
+        yk, pk = y[keep], p[keep]
+        assert e["after"]["precision"] == pytest.approx(precision_score(yk, pk > 0.5))
+        assert e["after"]["sensitivity"] == pytest.approx(recall_score(yk, pk > 0.5))
+        assert e["after"]["auc"] == pytest.approx(roc_auc_score(yk, pk))
+        assert e["after"]["brier"] == pytest.approx(brier_score_loss(yk, pk))
+        assert e["aurc"]["low"] <= e["aurc"]["estimate"] <= e["aurc"]["high"]
+        assert e["selective_risk"]["coverage"] == [0.8, 0.9, 1.0]
+        assert e["selective_risk"]["risk"][-1] == pytest.approx(1 - e["before"]["accuracy"])
+        assert e["min_coverage"] == 0.5
+        assert e["curves"]["risk_coverage"]["split"] == "test" and e["curves"]["accuracy_rejection"]["split"] == "val"
+        assert e["curves"]["risk_coverage"]["coverage"][-1] == pytest.approx(1.0)
+        assert len(e["curves"]["accuracy_rejection"]["threshold"]) == 101
+    # reported skips, never a crash
+    assert "one class" in j["eval_sets"]["ph2"]["skipped"]
+    assert "no labelled validation rows" in j["eval_sets"]["isic2020"]["skipped"]
+    assert r["eval_sets"]["ph2"]["skipped"] == j["eval_sets"]["ph2"]["skipped"]
+
+
+def test_threshold_never_reads_test_labels(run_dir):
+    first = evaluate.reject_run(run_dir, B=B, min_coverage=0.5)
+    pred = pd.read_parquet(run_dir / "predictions.parquet")
+    rng = np.random.default_rng(1)
+    test = (pred.split == "test") & (pred.label >= 0)
+    labels = pred.loc[test, "label"].to_numpy()
+    labels = rng.permutation(labels)
+    labels[:10] = 1 - labels[:10]  # shuffle and perturb
+    pred.loc[test, "label"] = labels
+    pred.to_parquet(run_dir / "predictions.parquet", index=False)
+    second = evaluate.reject_run(run_dir, B=B, min_coverage=0.5)
+    for es in ("isic2017", "isic2018"):
+        a, b = first["eval_sets"][es], second["eval_sets"][es]
+        assert a["threshold"] == b["threshold"]
+        assert a["coverage"] == b["coverage"]  # coverage depends on p only
+        for k in ("coverage", "objective", "accuracy"):
+            np.testing.assert_array_equal(a["val_search"]["table"][k], b["val_search"]["table"][k])
+        assert a["before"]["accuracy"] != b["before"]["accuracy"]  # the test labels did change
+
+
+def test_temperature_block_and_min_coverage(run_dir):
+    r = evaluate.reject_run(run_dir, B=B, temperature=True, min_coverage=0.5)
+    e = r["eval_sets"]["isic2017"]
+    t = e["temperature"]
+    assert t["T"] > 0 and t["n_fit"] == 80
+    assert t["test"]["brier_after"] == pytest.approx(e["before"]["brier"])  # test metrics use calibrated p
+    assert json.loads((run_dir / "rejection.json").read_text())["temperature"] is True
+    # the floor: without it the search may pick lower coverage, never higher objective among allowed
+    bare = evaluate.reject_run(run_dir, B=B, min_coverage=0.0)["eval_sets"]["isic2017"]["val_search"]
+    floor = evaluate.reject_run(run_dir, B=B, min_coverage=0.9)["eval_sets"]["isic2017"]["val_search"]
+    assert bare["objective"] <= floor["objective"]
+    assert floor["coverage"] >= 0.9 or not floor["min_coverage_met"]
+
+
+def test_floor_out_of_reach_is_relaxed_and_reported(run_dir):
+    # no entropy threshold <= 0.01 bit can keep 99 % of these validation images
+    r = evaluate.reject_run(run_dir, B=B, grid="0:0.01:0.01", min_coverage=0.99)
+    s = r["eval_sets"]["isic2017"]["val_search"]
+    assert s["min_coverage_met"] is False and "relaxed" in s["note"]
+    assert s["coverage"] == pytest.approx(np.nanmax(s["table"]["coverage"]))
+    assert "coverage floor relaxed" in evaluate.reject_table(r)["note"].tolist()
+
+
+def test_everything_rejected(tmp_path):
+    """Validation has predictions with entropy exactly 0; test has none: threshold 0 rejects all."""
+    rng = np.random.default_rng(0)
+    yv = np.array([1, 0] * 10)
+    dv = np.where(yv == 1, 800.0, -800.0)  # sigmoid saturates: p exactly 1 / 0
+    yt = (rng.random(30) < 0.4).astype(int)
+    pred = pd.concat([_rows("isic2017", "val", yv, dv), _rows("isic2017", "test", yt, _scores(rng, yt))])
+    run = tmp_path / "run"
+    run.mkdir()
+    pred.to_parquet(run / "predictions.parquet", index=False)
+    write_json(run / "run.json", {"run_id": "allrej", "synthetic": False})
+    r = evaluate.reject_run(run, grid="0:0:1", B=B)
+    e = r["eval_sets"]["isic2017"]
+    assert e["threshold"] == 0.0 and e["val_search"]["coverage"] == 1.0
+    assert e["coverage"] == 0.0 and e["n_retained"] == 0 and e["n_rejected"] == 30
+    assert e["after"]["n"] == 0 and math.isnan(e["after"]["accuracy"])
+    assert e["fp_prevented"] == e["fp"] and e["fn_prevented"] == e["fn"] and e["fp_after"] == e["fn_after"] == 0
+    assert json.loads((run / "rejection.json").read_text())["synthetic"] is False
+    # and everything rejected in coverage mode
+    e = evaluate.reject_run(run, mode="coverage", grid=[1.0], min_coverage=0, B=B)["eval_sets"]["isic2017"]
+    assert e["val_search"]["note"] == "no candidate threshold retains any validation sample"
+
+
+def test_no_candidate_retains_anything_is_a_skip(run_dir):
+    r = evaluate.reject_run(run_dir, grid=[0.0], B=B)  # no entropy is exactly 0 here
+    assert "no candidate threshold retains any validation sample" in r["eval_sets"]["isic2017"]["skipped"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0:0.2", "START:STOP:STEP"),
+    ("0:0.2:0.01:1", "START:STOP:STEP"),
+    ("a:0.2:0.01", "START 'a' is not a number"),
+    ("0:0.2:", "STEP '' is not a number"),
+    ("-0.1:0.2:0.01", "START must be >= 0"),
+    ("0.3:0.2:0.01", "smaller than START"),
+    ("0:0.2:0", "STEP must be > 0"),
+    ("0:0.2:-0.01", "STEP must be > 0"),
+    ("0:inf:0.1", "finite"),
+    ("0:1000:0.0001", "too many"),
+])
+def test_parse_grid_errors(text, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        evaluate.parse_grid(text)
+
+
+def test_parse_grid_values():
+    g = evaluate.parse_grid("0:0.2:0.01")
+    assert g.size == 21 and g[0] == 0 and g[-1] == 0.2
+    assert evaluate.parse_grid(" 0.05 : 0.15 : 0.05 ").tolist() == [0.05, 0.1, 0.15]
+    assert evaluate.parse_grid("0:0.3:0.1").tolist() == [0.0, 0.1, 0.2, 0.3]  # no float drift
+
+
+def test_bad_arguments(run_dir, tmp_path):
+    with pytest.raises(ValueError, match="coverage"):
+        evaluate.reject_run(run_dir, mode="coverage", grid="0:2:0.5", B=B)
+    with pytest.raises(ValueError, match="mode"):
+        evaluate.reject_run(run_dir, mode="relative", B=B)
+    with pytest.raises(ValueError, match="min_coverage"):
+        evaluate.reject_run(run_dir, min_coverage=1.5, B=B)
+    with pytest.raises(ValueError, match="START:STOP:STEP"):
+        evaluate.reject_run(run_dir, grid="0-0.2", B=B)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluate.calibrate_run(tmp_path / "nope", B=B)
+    (tmp_path / "half").mkdir()
+    pd.read_parquet(run_dir / "predictions.parquet").to_parquet(tmp_path / "half" / "predictions.parquet")
+    with pytest.raises(FileNotFoundError, match="run.json"):
+        evaluate.reject_run(tmp_path / "half", B=B)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def test_cli_calibrate_and_reject(run_dir, capsys):
+    assert main(["calibrate", str(run_dir), "--bins", "15", "--bootstrap", str(B), "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "isic2017" in out and "metrics.json" in out and "SYNTHETIC" in out
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["n_bins"] == 15 and m["seed"] == 3
+    assert main(["reject", str(run_dir), "--mode", "coverage", "--grid", "0:0.1:0.05", "--min-coverage", "0.7",
+                 "--temperature", "--bootstrap", str(B)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy before → after" in out and "FN prevented" in out and "skipped" in out
+    j = json.loads((run_dir / "rejection.json").read_text())
+    assert j["mode"] == "coverage" and j["grid"] == [0.0, 0.05, 0.1] and j["min_coverage"] == 0.7
+    assert "temperature" in j["eval_sets"]["isic2017"]
+    assert main(["reject", str(run_dir), "--bootstrap", str(B)]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["reject", str(run_dir), "--grid", "0:x:1"])
+    assert exc.value.code == 2
+    assert "STOP 'x' is not a number" in capsys.readouterr().err
+    assert main(["calibrate", str(run_dir / "missing")]) == 2
