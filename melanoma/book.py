@@ -8,7 +8,7 @@ The build is strict: ``jupyter-book build -W -n --keep-going book``.
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,11 +18,14 @@ import numpy as np
 import pandas as pd
 
 from .datasets import get
-from .grid import REPO, Grid, expand, load_grid
+from .grid import REPO, Grid, load_grid
 from .io import read_json, write_text
 from .report import fmt, fmt_ci
 
-BOOK = REPO / "book"
+SOURCE = REPO / "book"
+#: Where the book is rendered and built: the repository's book/ by default; tests and parallel
+#: grids set MELANOMA_BOOK to another folder (the sources are copied there first).
+BOOK = Path(os.environ.get("MELANOMA_BOOK", SOURCE)).resolve()
 GEN = BOOK / "_generated"
 TABLE1_METRICS = [("precision", "Precision"), ("specificity", "Specificity"), ("sensitivity", "Sensitivity"),
                   ("f1", "F-1"), ("accuracy", "Accuracy"), ("auc", "AUC-ROC")]
@@ -45,6 +48,13 @@ def _figure_md(png: str, name: str, caption: str) -> str:
     return f"```{{figure}} /_generated/{png}\n:name: {name}\n:width: 100%\n\n{caption}\n```\n"
 
 
+def _rel(p: Path) -> Path:
+    try:
+        return Path(p).resolve().relative_to(REPO)
+    except ValueError:
+        return Path(p)
+
+
 def _syn(grid: Grid) -> str:
     return " (SYNTHETIC)" if grid.is_synthetic else ""
 
@@ -65,16 +75,16 @@ def provenance(grid: Grid, summary: pd.DataFrame, runs: pd.DataFrame) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip() or "unknown"
     n_ok = int((runs["status_reject"] == "ok").sum()) if len(runs) else 0
-    return (f"Grid **{grid.name}** (`{grid.path.relative_to(REPO) if grid.path.is_absolute() and REPO in grid.path.parents else grid.path}`): "
+    return (f"Grid **{grid.name}** (`{_rel(grid.path)}`): "
             f"{len(runs)} runs ({n_ok} complete), {len(grid.models)} model(s) × "
             f"{len(grid.combinations)} combination(s), evaluation sets "
             f"{', '.join(get(e).name for e in grid.eval_sets)}; code at commit `{commit}`. "
-            f"Results: `{grid.results.relative_to(REPO) if REPO in grid.results.parents else grid.results}/summary.parquet` "
+            f"Results: `{_rel(grid.results)}/summary.parquet` "
             f"({len(summary)} rows).\n")
 
 
 def commands(grid: Grid) -> str:
-    gf = grid.path.relative_to(REPO) if REPO in grid.path.resolve().parents else grid.path
+    gf = _rel(grid.path)
     return ("| output | command |\n|---|---|\n"
             f"| this book, from nothing | `make demo` (grid `params/demo.yaml`) |\n"
             f"| every run, the summary and the book | `snakemake -s workflow/Snakefile --config grid={gf} --cores all` |\n"
@@ -296,7 +306,8 @@ def webapp_section(grid: Grid) -> None:
     assemble_site(extra / "webapp", web)
     mj = read_json(web / "model.json")
     shot = web / "screenshot.png"
-    md = [f"**[Open the web page](webapp/index.html)** (served with this book, works offline).\n",
+    md = ['<p><strong><a href="webapp/index.html">Open the web page</a></strong> '
+          "(served with this book, works offline).</p>\n",
           "| model | training combination | input | ONNX size | entropy threshold |",
           "|---|---|---|---|---|",
           f"| `{mj.get('model')}` | [{mj.get('train_label', mj.get('train', ''))}] | "
@@ -322,10 +333,22 @@ def performance_section() -> None:
 
 # ----------------------------------------------------------------------------- driver
 
+def _copy_sources() -> None:
+    if BOOK == SOURCE.resolve():
+        return
+    BOOK.mkdir(parents=True, exist_ok=True)
+    for f in SOURCE.iterdir():
+        if f.is_file() and f.suffix in (".md", ".yml"):
+            shutil.copy(f, BOOK / f.name)
+
+
 def render(grid: Grid) -> None:
     from .plots import framework_diagram
 
-    GEN.mkdir(parents=True, exist_ok=True)
+    _copy_sources()
+    if GEN.exists():
+        shutil.rmtree(GEN)  # nothing stale from an earlier grid survives
+    GEN.mkdir(parents=True)
     summary = pd.read_parquet(grid.results / "summary.parquet")
     runs = pd.read_parquet(grid.results / "runs.parquet")
     write_text(GEN / "banner.md", banner(grid))

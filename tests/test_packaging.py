@@ -21,7 +21,9 @@ def test_environment_yml_lists_the_pyproject_dependencies():
     import tomllib
 
     py = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    want = {_norm(r) for r in py["dependencies"]} | {_norm(r) for r in py["optional-dependencies"]["dev"]}
+    want = {_norm(r) for r in py["dependencies"]}
+    for extra in py["optional-dependencies"].values():
+        want |= {_norm(r) for r in extra}
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert {_norm(r) for r in pip} == want

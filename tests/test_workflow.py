@@ -1,0 +1,133 @@
+"""The grid end to end through Snakemake → papermill notebooks → summary → strict book build, on a
+reduced SYNTHETIC grid; killed mid-run (SIGKILL) and resumed, it gives the same summary as an
+uninterrupted run (which also shows the run is deterministic on CPU)."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed")]
+
+GRID = """
+name: {name}
+data: synthetic
+synthetic: {{scale: 0.3, seed: 0}}
+work: {root}/work
+results: {root}/results
+models: [efficientnet_lite0]
+combinations: [E, B, A-C]
+eval_sets: [ISIC2017, ISIC2018]
+submission: ISIC2020
+train: {{weights: imagenet, freeze: backbone, epochs: 6, image_size: 96, views: 1, seed: 0}}
+calibrate: {{bins: 10, bootstrap: 50}}
+reject: {{mode: absolute, grid: "0:0.2:0.02", min_coverage: 0.8, bootstrap: 50}}
+figures: {{calibration_single: efficientnet_lite0__E, calibration_combined: efficientnet_lite0__ABC}}
+"""
+
+
+def _grid(root: Path, name: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    f = root / f"{name}.yaml"
+    f.write_text(GRID.format(name=name, root=root))
+    return f
+
+
+def _cmd(grid: Path) -> list[str]:
+    return [str(SNAKEMAKE), "-s", str(REPO / "workflow" / "Snakefile"), "--config", f"grid={grid}",
+            "--cores", "2", "--keep-going", "--rerun-incomplete", "--quiet", "all"]
+
+
+def _env(root: Path) -> dict:
+    return dict(os.environ, MELANOMA_BOOK=str(root / "book"), PYTHONUNBUFFERED="1")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wf_full")
+    g = _grid(root, "tiny")
+    r = subprocess.run(_cmd(g), cwd=REPO, env=_env(root), capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return root
+
+
+def test_summary_has_every_run_and_phase(uninterrupted):
+    s = pd.read_parquet(uninterrupted / "results" / "summary.parquet")
+    runs = pd.read_parquet(uninterrupted / "results" / "runs.parquet")
+    assert len(runs) == 3 and (runs["status_reject"] == "ok").all()
+    ph = s[s["phase"].isin(["before", "after"])]
+    assert set(ph["run_id"]) == set(runs["run_id"])
+    assert len(ph) == 3 * 2 * 2  # runs × eval sets × before/after
+    assert ph["synthetic"].all()
+    lb = s[s["phase"] == "leaderboard"]
+    assert len(lb) == 3 and lb["auc"].between(0, 1).all()  # Table 2 from held-out synthetic labels
+    for rid in runs["run_id"]:  # executed notebooks kept beside the outputs
+        for nb in ("02_train.ipynb", "03_calibrate.ipynb", "04_reject.ipynb"):
+            assert (uninterrupted / "results" / "runs" / rid / nb).is_file()
+        assert (uninterrupted / "results" / "runs" / rid / "submission.csv").is_file()
+
+
+def _html(root: Path, page: str) -> str:
+    return (root / "book" / "_build" / "html" / f"{page}.html").read_text()
+
+
+def _cells(html: str) -> str:
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+def test_book_shows_tables_and_figures_from_the_summary(uninterrupted):
+    from melanoma.report import fmt
+
+    s = pd.read_parquet(uninterrupted / "results" / "summary.parquet")
+    res = _html(uninterrupted, "results")
+    text = _cells(res)
+    assert "Table 1" in text and "Table 3" in text
+    for fig in ("fig3_accuracy_vs_threshold.png", "fig4_calibration.png", "fig5_misdiagnoses.png"):
+        assert fig in res, fig
+    assert "fig1_framework.png" in _html(uninterrupted, "intro")
+    # every Table 1 row's precision before/after equals summary.parquet
+    top = (s[(s["phase"] == "before")].sort_values(["precision", "auc"], ascending=False)
+           .groupby("eval_set").head(1))
+    for _, r in top.iterrows():
+        a = s[(s["run_id"] == r["run_id"]) & (s["eval_set"] == r["eval_set"]) & (s["phase"] == "after")].iloc[0]
+        assert f"{fmt(r['precision'])} / {fmt(a['precision'])}" in text, (r["run_id"], r["eval_set"])
+        assert f"{r['brier']:.4f}" in text and f"{a['ece']:.4f}" in text
+    lb = _cells(_html(uninterrupted, "leaderboard"))
+    for _, r in s[s["phase"] == "leaderboard"].iterrows():
+        assert fmt(r["auc"]) in lb
+    for page in ("intro", "datasets", "results", "leaderboard", "webapp", "runs", "performance"):
+        assert "SYNTHETIC DATA" in _html(uninterrupted, page), page
+
+
+def test_sigkill_and_resume_gives_the_same_summary(uninterrupted, tmp_path):
+    root = tmp_path / "wf_kill"
+    g = _grid(root, "tiny")
+    rng = random.Random(7)
+    for attempt, delay in enumerate([rng.uniform(20, 60), rng.uniform(5, 30)]):
+        p = subprocess.Popen(_cmd(g), cwd=REPO, env=_env(root), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        os.killpg(p.pid, signal.SIGKILL)  # the whole job tree, mid-write where it happens
+        p.wait()
+    # no half-written file looks finished: every parquet/json that exists reads back
+    for f in list(root.rglob("*.parquet")) + list(root.rglob("*.json")):
+        if f.name.startswith("."):
+            continue
+        (pd.read_parquet(f) if f.suffix == ".parquet" else __import__("json").loads(f.read_text()))
+    r = subprocess.run(_cmd(g), cwd=REPO, env=_env(root), capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    a = pd.read_parquet(uninterrupted / "results" / "summary.parquet")
+    b = pd.read_parquet(root / "results" / "summary.parquet")
+    pd.testing.assert_frame_equal(a, b)
