@@ -53,3 +53,41 @@ def test_calibrate_and_reject_notebooks(tmp_path):
         assert images >= (1 if name.startswith("03") else 5)
         text = json.dumps([c.outputs for c in executed.cells if c.cell_type == "code"])
         assert "SYNTHETIC" in text
+
+
+@pytest.mark.slow
+def test_ingest_notebook_under_papermill(synth_data, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    out = tmp_path / "01.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOKS / "01_ingest.ipynb"), str(out),
+        parameters=dict(dataset="ISIC2017", data_root=str(synth_data / "isic2017"), work=str(tmp_path / "w")),
+        cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False)
+    import pandas as pd
+
+    m = pd.read_parquet(tmp_path / "w" / "isic2017" / "manifest.parquet")
+    truth = pd.read_csv(synth_data / "isic2017" / "SYNTHETIC_truth.csv")
+    assert len(m) == len(truth)
+    assert (tmp_path / "w" / "isic2017" / "01_ingest.params.yaml").is_file()
+    executed = nbformat.read(out, as_version=4)
+    images = sum("image/png" in o.get("data", {}) for c in executed.cells if c.cell_type == "code"
+                 for o in c.outputs)
+    assert images >= 1  # the sample grid
+    assert "SYNTHETIC" in json.dumps([c.outputs for c in executed.cells if c.cell_type == "code"])
+
+
+@pytest.mark.slow
+def test_train_notebook_under_papermill(synth_work, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    out = tmp_path / "02.ipynb"
+    run = tmp_path / "run"
+    papermill.execute_notebook(
+        str(NOTEBOOKS / "02_train.ipynb"), str(out),
+        parameters=dict(work=str(synth_work), model="resnet18", weights="none", train="B", epochs=2,
+                        image_size=64, eval_sets="ISIC2017", out=str(run)),
+        cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False)
+    assert (run / "run.json").is_file() and (run / "predictions.parquet").is_file()
+    executed = nbformat.read(out, as_version=4)
+    images = sum("image/png" in o.get("data", {}) for c in executed.cells if c.cell_type == "code"
+                 for o in c.outputs)
+    assert images >= 1  # the learning curves
