@@ -144,7 +144,7 @@ def table1(grid: Grid, summary: pd.DataFrame, top: int = 3) -> pd.DataFrame:
             row = {"Test set": get(es).name, "Network": r["model"], "Train sets": f"[{r['train']}]"}
             for m, label in TABLE1_METRICS:
                 row[f"{label} (before / after)"] = _both(r[m], a[m])
-            row["Threshold"] = f"{a['threshold']:.2f}"
+            row["Threshold"] = "–" if pd.isna(a["threshold"]) else f"{a['threshold']:.2f}"
             row["Coverage"] = fmt(a["coverage"])
             row["Run"] = f"`{r['run_id']}`"
             out.append(row)
@@ -331,6 +331,23 @@ def performance_section() -> None:
     write_text(GEN / "performance.md", text)
 
 
+def paper_tables() -> dict[str, str]:
+    """The paper's own Tables 1–3 (params/paper_results.yaml), for the paper grid's book."""
+    from .io import read_yaml
+
+    y = read_yaml(REPO / "params" / "paper_results.yaml")
+    t1 = pd.DataFrame([{"Test set": r[0], "Network": r[1], "Train sets": f"[{r[2]}]",
+                        **{f"{label} (before / after)": _both(*r[3 + i]) for i, (_, label) in enumerate(TABLE1_METRICS)},
+                        "Threshold": r[9]} for r in y["table1"]])
+    t2 = pd.DataFrame([{"Network": r[0], "Train sets": f"[{r[1]}]", "Private score (AUC-ROC)": fmt(r[2])}
+                       for r in y["table2"]])
+    t3 = pd.DataFrame([{"Test set": r[0], "Network": r[1], "Train sets": f"[{r[2]}]",
+                        "Brier before": f"{r[3]:.4f}", "ECE before": f"{r[4]:.4f}",
+                        "Brier after": f"{r[5]:.4f}", "ECE after": f"{r[6]:.4f}"} for r in y["table3"]])
+    head = "\n**Reported in the paper** (for comparison; `params/paper_results.yaml`):\n\n"
+    return {"table1": head + _md_table(t1), "table2": head + _md_table(t2), "table3": head + _md_table(t3)}
+
+
 # ----------------------------------------------------------------------------- driver
 
 def _copy_sources() -> None:
@@ -363,6 +380,10 @@ def render(grid: Grid) -> None:
     t3 = table3(summary, chosen)
     write_text(GEN / "table3.md", (_md_table(t3) if len(t3) else "_No results._\n") + syn_note)
     write_text(GEN / "table2.md", table2(summary) + syn_note)
+    if grid.name == "paper":  # the paper's own numbers beside ours
+        for key, text in paper_tables().items():
+            f = GEN / f"{key}.md"
+            write_text(f, f.read_text() + text)
     figures(grid, summary, chosen)
     write_text(GEN / "aurc_table.md", aurc_table(summary))
     write_text(GEN / "runs_table.md", runs_table(runs))

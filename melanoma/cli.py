@@ -94,11 +94,17 @@ def cmd_train(a) -> int:
 
 
 def cmd_features(a) -> int:
-    from .features import features_for_dataset
+    import os
 
-    f = features_for_dataset(a.work, a.dataset, model=a.model, weights=a.weights, size=a.image_size,
-                             views=a.views, seed=a.seed, cache_size=a.cache_size, device=a.device,
-                             workers=a.workers, progress=not a.quiet)
+    from .features import features_for_dataset
+    from .nbrun import claim_gpu
+
+    with claim_gpu() as gpu:  # several local GPUs: one per job
+        if gpu is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        f = features_for_dataset(a.work, a.dataset, model=a.model, weights=a.weights, size=a.image_size,
+                                 views=a.views, seed=a.seed, cache_size=a.cache_size, device=a.device,
+                                 workers=a.workers, progress=not a.quiet)
     print(f"{f['model']} features of {f['dataset']}: {f['images_encoded']} images encoded in "
           f"{f['seconds']} s ({f['img_per_s']} img/s)")
     return 0

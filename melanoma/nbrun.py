@@ -27,12 +27,18 @@ def _visible_gpus() -> list[str]:
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [g for g in env.split(",") if g.strip()]
-    try:
-        import torch
+    # nvidia-smi, not torch: querying CUDA here would initialise it in this process before
+    # CUDA_VISIBLE_DEVICES is set (the features step claims its GPU in-process)
+    import shutil
+    import subprocess
 
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:
+    if not shutil.which("nvidia-smi"):
         return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
 
 
 @contextlib.contextmanager

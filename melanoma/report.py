@@ -56,13 +56,21 @@ def run_rows(grid: Grid, rid: str, run_dir: Path) -> list[dict]:
             "synthetic": bool(run.get("synthetic", False)), "freeze": run.get("trainable", {}).get("freeze", ""),
             "best_epoch": run.get("best_epoch")}
     rows = []
-    for es, block in (rej.get("eval_sets") or {}).items():
-        if not isinstance(block, dict) or block.get("skipped"):
-            continue
-        mblock = (met.get("eval_sets") or {}).get(es, {})
+    rej_sets, met_sets = rej.get("eval_sets") or {}, met.get("eval_sets") or {}
+    for es in list(dict.fromkeys(list(rej_sets) + list(met_sets))):
+        block = rej_sets.get(es) or {}
+        mblock = met_sets.get(es) or {}
+        note = ""
+        if block.get("skipped") or not block:
+            # no threshold (e.g. a weak model whose validation entropies all exceed the grid):
+            # the metrics before rejection still come from metrics.json; "after" stays undefined
+            if not isinstance(mblock, dict) or not mblock.get("test") or mblock.get("skipped"):
+                continue
+            note = f"rejection skipped: {block.get('skipped', 'no rejection.json entry')}"
+            block = {"before": mblock["test"], "after": {}}
         for phase in ("before", "after"):
             b = block.get(phase) or {}
-            row = dict(base, eval_set=es, eval_name=get(es).name, phase=phase)
+            row = dict(base, eval_set=es, eval_name=get(es).name, phase=phase, rejection_note=note)
             for m in METRICS:
                 row[m] = _num(b.get(m))
                 ci = (b.get("ci") or {}).get(m) or {}
@@ -70,7 +78,7 @@ def run_rows(grid: Grid, rid: str, run_dir: Path) -> list[dict]:
             for c in COUNTS:
                 row[c] = _num(b.get(c))
             row["threshold"] = _num(block.get("threshold"))
-            row["coverage"] = 1.0 if phase == "before" else _num(block.get("coverage"))
+            row["coverage"] = 1.0 if phase == "before" else _num(block.get("coverage", float("nan")))
             row["n_retained"] = row["n"]
             for k in ("fp_prevented", "fn_prevented", "fn_reduction_pct", "fp_reduction_pct",
                       "misdiagnoses_prevented", "min_coverage"):
