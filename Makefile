@@ -5,14 +5,22 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 GRID   ?= params/demo.yaml
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@# the web page's runtime (onnxruntime-web, pinned in web/package-lock.json), from the npm registry
+	if command -v npm >/dev/null; then cd web && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error; \
+	  else echo "npm not found: the book's web page needs it (apt-get install -y nodejs npm)"; fi
 	touch $(STAMP)
+
+## Debian's Chromium for the browser test and the book's Fig. 2 (root; never `playwright install`).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	  || echo "WARNING: could not install chromium (not root?): tests/test_web.py will be SKIPPED"
 
 venv: $(STAMP)
 
@@ -21,7 +29,7 @@ demo: $(STAMP)
 	$(VENV)/bin/melanoma demo --grid $(GRID)
 
 ## The test suite.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 clean:

@@ -196,6 +196,33 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_screenshot(a) -> int:
+    """Fig. 2: the page scoring one image in headless Chromium. Without --image: the first
+    melanoma of the evaluation set's test split in WORK (the synthetic replica in the demo)."""
+    from .browser import CHROMIUM, screenshot
+
+    image = a.image
+    if image is None:
+        from .datasets.manifest import read_manifest
+        from .io import read_json
+
+        if not a.work:
+            raise SystemExit("melanoma screenshot: give --image or --work")
+        m = read_manifest(a.work, a.dataset)
+        row = m[(m["split"] == "test") & (m["label"] == 1)].sort_values("image_id").iloc[0]
+        rep = read_json(Path(a.work) / m["dataset"].iloc[0] / "report.json")
+        image = Path(rep["root"]) / row["path"]
+    if not CHROMIUM.is_file():
+        print(f"no screenshot: {CHROMIUM} is not installed (apt-get install -y chromium)")
+        return 0 if a.optional else 2
+    r = screenshot(a.model_dir, image, a.out)
+    if not r or "error" in r:
+        raise RuntimeError(f"the page did not score {image}: {r}")
+    print(f"screenshot {a.out}: p(melanoma) {r['p']:.3f}, entropy {r['entropy']:.3f} bits, "
+          f"{'Uncertain' if r['uncertain'] else 'confident'}, {r['ms']:.1f} ms in the browser")
+    return 0
+
+
 def cmd_demo(a) -> int:
     """The embedded default, end to end."""
     from .pipeline import run_demo
@@ -330,6 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--site", type=Path, default=None,
                    help="also assemble the static web page (page + onnxruntime-web + model) into this folder")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("screenshot", help="the web page scoring one image in headless Chromium (Fig. 2)")
+    s.add_argument("model_dir", type=Path, help="a folder made by `melanoma export` (model.onnx, model.json)")
+    s.add_argument("--out", required=True, type=Path, help="PNG to write")
+    s.add_argument("--image", type=Path, default=None, help="image to score")
+    s.add_argument("--work", type=Path, default=None, help="or: pick the first test melanoma of --dataset in WORK")
+    s.add_argument("--dataset", default="isic2017", help="with --work (default isic2017)")
+    s.add_argument("--optional", action="store_true", help="exit 0 with a note when Chromium is missing")
+    s.set_defaults(func=cmd_screenshot)
 
     s = sub.add_parser("summary", help="print per-dataset counts of an ingested work folder")
     s.add_argument("--work", required=True, type=Path)

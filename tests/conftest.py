@@ -35,3 +35,26 @@ def synth_work(synth_data, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("work")
     ingest_all(synth_data, work, progress=False)
     return work
+
+
+@pytest.fixture(scope="session")
+def web_run(synth_work, tmp_path_factory) -> Path:
+    """A tiny finished run for the web model's export and browser tests: MeshNet, 64 px, 1 epoch."""
+    from melanoma.params import TrainParams
+    from melanoma.train import train_run
+
+    out = tmp_path_factory.mktemp("web_run") / "meshnet__B"
+    p = TrainParams.from_dict(dict(work=str(synth_work), out=str(out), model="meshnet", weights="none",
+                                   freeze="none", train="B", eval_sets=["isic2017"], image_size=64,
+                                   epochs=1, cache_size=256))
+    return train_run(p, progress=False, log=lambda *a, **k: None)
+
+
+@pytest.fixture(scope="session")
+def web_model(web_run, tmp_path_factory) -> Path:
+    """``web_run`` exported: a folder with model.onnx and model.json."""
+    from melanoma.export import export_run
+
+    out = tmp_path_factory.mktemp("web_model")
+    export_run(web_run, out)
+    return out

@@ -36,7 +36,7 @@ def _x(n=2, size=64, seed=0):
 
 def test_model_lists_come_from_params():
     assert paper_models() == PAPER_24
-    assert extra_models() == ["meshnet", "mobilenet_v3_small", "efficientnet_lite0"]
+    assert extra_models() == ["meshnet", "meshnet_s4", "mobilenet_v3_small", "efficientnet_lite0"]
     assert set(paper_models() + extra_models()) <= set(available_models())
 
 
