@@ -33,7 +33,13 @@ from .transforms import eval_transform, train_transform
 
 
 class CachedImages(torch.utils.data.Dataset):
-    """Images from the pre-resized cache, transformed; yields (tensor, label)."""
+    """Images from the pre-resized cache, transformed; yields (tensor, label).
+
+    The per-image transform runs with ONE intra-op thread: its ops are tiny, and letting torch
+    split them over the cores made augmentation 6–20× slower on 2 busy CPU cores (measured:
+    ~450 img/s with one thread vs 21–71 img/s with two, 64 px, the paper's augmentation;
+    ``benchmarks/RESULTS.md``). The network's forward/backward keeps every thread.
+    """
 
     def __init__(self, keys, labels, cache: ImageCache, transform):
         self.keys = list(keys)
@@ -45,7 +51,15 @@ class CachedImages(torch.utils.data.Dataset):
         return len(self.keys)
 
     def __getitem__(self, i: int):
-        return self.transform(self.cache.get(self.keys[i])), int(self.labels[i])
+        img = self.cache.get(self.keys[i])
+        n = torch.get_num_threads()
+        if n == 1:
+            return self.transform(img), int(self.labels[i])
+        torch.set_num_threads(1)
+        try:
+            return self.transform(img), int(self.labels[i])
+        finally:
+            torch.set_num_threads(n)
 
 
 def feature_dir(work: str | Path, model: str, weights: str, size: int) -> Path:

@@ -49,6 +49,10 @@ class Grid:
     def data_root(self) -> Path:
         return self.work / "synthetic" if self.is_synthetic else Path(self.data)
 
+    def reject_for(self, model: str) -> dict[str, Any]:
+        """The rejection settings of a model's runs: the grid's, updated by ``model_overrides``."""
+        return {**self.reject, **(self.model_overrides.get(model, {}).get("reject") or {})}
+
     def model_combinations(self, model: str) -> list[str]:
         """The grid's combinations, or the subset a model override names (``combinations:``)."""
         own = self.model_overrides.get(model, {}).get("combinations")
@@ -130,7 +134,7 @@ def run_params(grid: Grid, model: str, combo: str) -> TrainParams:
     evals = list(grid.eval_sets)
     if grid.submission and grid.submission not in evals:
         evals.append(grid.submission)
-    over = {k: v for k, v in grid.model_overrides.get(model, {}).items() if k != "combinations"}
+    over = {k: v for k, v in grid.model_overrides.get(model, {}).items() if k not in ("combinations", "reject")}
     d = {**grid.train, **over,
          "work": str(grid.work), "model": model, "train": combo, "eval_sets": evals,
          "out": str(grid.results / "runs" / rid)}

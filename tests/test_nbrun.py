@@ -1,0 +1,60 @@
+"""A notebook step records ok / failed / skipped instead of stopping the grid."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from melanoma.nbrun import claim_gpu, run_notebook
+
+pytestmark = pytest.mark.slow
+
+
+def _nb(path, body: str):
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    p = new_code_cell("x = 1")
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, new_code_cell(body)]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_ok_failed_and_skipped(tmp_path):
+    good = _nb(tmp_path / "good.ipynb", "assert x == 5")
+    bad = _nb(tmp_path / "bad.ipynb", "raise ValueError('boom ' + str(x))")
+    r = run_notebook(good, tmp_path / "out" / "good.ipynb", tmp_path / "good.json", parameters={"x": 5})
+    assert r["status"] == "ok" and json.loads((tmp_path / "good.json").read_text())["status"] == "ok"
+    r = run_notebook(bad, tmp_path / "out" / "bad.ipynb", tmp_path / "bad.json", parameters={"x": 7})
+    assert r["status"] == "failed" and "ValueError: boom 7" in r["error"]
+    executed = nbformat.read(tmp_path / "out" / "bad.ipynb", as_version=4)  # kept, error included
+    assert any(o.get("ename") == "ValueError" for c in executed.cells for o in c.get("outputs", []))
+    r = run_notebook(good, tmp_path / "out" / "after.ipynb", tmp_path / "after.json",
+                     after=[tmp_path / "bad.json"])
+    assert r["status"] == "skipped" and "failed" in r["error"]
+    assert not (tmp_path / "out" / "after.ipynb").exists()
+
+
+def test_cli_nbrun_parses_parameter_types(tmp_path):
+    from melanoma.cli import main
+
+    nb = _nb(tmp_path / "t.ipynb", "assert x == 0.8 and isinstance(x, float)")
+    assert main(["nbrun", str(nb), str(tmp_path / "o.ipynb"), "--status", str(tmp_path / "s.json"),
+                 "-p", "x", "0.8"]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["status"] == "ok"
+
+
+def test_claim_gpu_without_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with claim_gpu() as g:
+        assert g is None
+
+
+def test_claim_gpu_gives_each_job_its_own_card(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with claim_gpu(lock_dir=str(tmp_path)) as a:
+        with claim_gpu(lock_dir=str(tmp_path)) as b:
+            assert {a, b} == {"0", "1"}
