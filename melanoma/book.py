@@ -190,37 +190,37 @@ def figures(grid: Grid, summary: pd.DataFrame, chosen) -> None:
     from . import plots
 
     syn = _syn(grid)
-    # Fig. 3: accuracy vs threshold on validation, the top run of each evaluation set
-    tables, names = {}, []
-    for es, rid in chosen:
-        if rid in names and es in tables:
-            continue
-        blk = (_rej(grid, rid).get("eval_sets") or {}).get(es, {})
-        vs = blk.get("val_search")
-        if vs and es not in tables:
-            tables[f"{get(es).name} ({rid})"] = vs
-            names.append(rid)
+    # the run of Figs. 3 and 5 and the risk–coverage curves: the grid names it, else the top run
+    # (by precision) of the first evaluation set
+    rid = grid.figures.get("rejection") or (chosen[0][1] if chosen else None)
+    rej = _rej(grid, rid) if rid else {}
+    blocks = {get(es).name: blk for es, blk in (rej.get("eval_sets") or {}).items()
+              if isinstance(blk, dict) and not blk.get("skipped")}
+
+    # Fig. 3: accuracy of the retained vs the threshold, on each evaluation set's validation split
+    tables = {name: blk["val_search"] for name, blk in blocks.items() if blk.get("val_search")}
     if tables:
-        _save(plots.accuracy_vs_threshold(tables, title=f"validation accuracy of the retained{syn}"),
+        _save(plots.accuracy_vs_threshold(tables, title=f"validation, {rid}{syn}"),
               "fig3_accuracy_vs_threshold.png")
-    write_text(GEN / "fig3_accuracy_vs_threshold.md", _figure_md(
-        "fig3_accuracy_vs_threshold.png", "fig3",
-        "**Fig. 3.** Accuracy of the retained validation predictions vs the entropy threshold; the dot "
-        "marks the threshold chosen (mean of ECE and Brier minimal, at least the minimum coverage). "
-        f"Runs: {', '.join(f'`{r}`' for r in sorted(set(names)))}.") if tables else
-        "_No rejection results._\n")
+        write_text(GEN / "fig3_accuracy_vs_threshold.md", _figure_md(
+            "fig3_accuracy_vs_threshold.png", "fig3",
+            f"**Fig. 3.** Accuracy of the retained validation predictions vs the entropy threshold, run "
+            f"`{rid}`, one line per evaluation set; the dot marks the threshold chosen (mean of ECE and "
+            "Brier minimal on the retained, at least the minimum coverage)."))
+    else:
+        write_text(GEN / "fig3_accuracy_vs_threshold.md", "_No rejection results._\n")
 
     # Fig. 4: calibration curves, one dataset vs combined
     single, combined = grid.figures.get("calibration_single"), grid.figures.get("calibration_combined")
     es = grid.eval_sets[0]
     curves = {}
-    for label, rid in (("single", single), ("combined", combined)):
-        if not rid:
+    for label, frid in (("single", single), ("combined", combined)):
+        if not frid:
             continue
-        blk = (_met(grid, rid).get("eval_sets") or {}).get(es, {})
+        blk = (_met(grid, frid).get("eval_sets") or {}).get(es, {})
         rel = (blk.get("test") or blk.get("before") or {}).get("reliability")
         if rel:
-            curves[f"{label}: {rid}"] = rel
+            curves[f"{label}: {frid}"] = rel
     if curves:
         _save(plots.reliability_diagram(curves, title=f"{get(es).name} test{syn}"), "fig4_calibration.png")
         write_text(GEN / "fig4_calibration.md", _figure_md(
@@ -231,16 +231,10 @@ def figures(grid: Grid, summary: pd.DataFrame, chosen) -> None:
     else:
         write_text(GEN / "fig4_calibration.md", "_Calibration runs named in the grid's `figures` are missing._\n")
 
-    # Fig. 5 and risk–coverage: the run the grid names, else the top run of the first eval set
-    rid = grid.figures.get("misdiagnoses") or (chosen[0][1] if chosen else None)
-    rej = _rej(grid, rid) if rid else {}
-    recs, rcs = {}, {}
-    for es, blk in (rej.get("eval_sets") or {}).items():
-        if isinstance(blk, dict) and not blk.get("skipped"):
-            recs[get(es).name] = blk
-            rc = (blk.get("curves") or {}).get("risk_coverage")
-            if rc:
-                rcs[get(es).name] = rc
+    # Fig. 5 and risk–coverage, same run
+    recs = blocks
+    rcs = {name: blk["curves"]["risk_coverage"] for name, blk in blocks.items()
+           if (blk.get("curves") or {}).get("risk_coverage")}
     if recs:
         _save(plots.misdiagnoses_bar(recs, title=f"false diagnoses, {rid}{syn}"), "fig5_misdiagnoses.png")
         tot = sum(int(b.get("fp_prevented", 0)) + int(b.get("fn_prevented", 0)) for b in recs.values())
@@ -357,6 +351,7 @@ def _copy_sources() -> None:
     for f in SOURCE.iterdir():
         if f.is_file() and f.suffix in (".md", ".yml"):
             shutil.copy(f, BOOK / f.name)
+    shutil.copytree(SOURCE / "_static", BOOK / "_static", dirs_exist_ok=True)
 
 
 def render(grid: Grid) -> None:
