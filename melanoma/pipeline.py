@@ -31,8 +31,16 @@ def snakemake_cmd(grid_file: str | Path, cores: int | None = None, extra: list[s
             "--printshellcmds", *extra]
 
 
+def unlock(grid_file: str | Path) -> None:
+    """Remove the lock a killed Snakemake leaves behind (it refuses to start otherwise).
+    Only safe when no other Snakemake is working on the same grid, as ``melanoma demo`` assumes."""
+    cmd = snakemake_cmd(grid_file, 1)[:5] + ["--unlock", "--quiet"]
+    subprocess.run(cmd, cwd=REPO, capture_output=True)
+
+
 def run_grid(grid_file: str | Path = "params/demo.yaml", cores: int | None = None,
              extra: list[str] = ()) -> int:
+    unlock(grid_file)
     cmd = snakemake_cmd(grid_file, cores, extra)
     print("$ " + " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=REPO).returncode

@@ -126,6 +126,8 @@ def test_sigkill_and_resume_gives_the_same_summary(uninterrupted, tmp_path):
         if f.name.startswith("."):
             continue
         (pd.read_parquet(f) if f.suffix == ".parquet" else __import__("json").loads(f.read_text()))
+    # a killed Snakemake leaves its lock: --unlock once (what `melanoma demo` does), then rerun
+    subprocess.run(_cmd(g)[:5] + ["--unlock"], cwd=REPO, env=_env(root), capture_output=True, timeout=300)
     r = subprocess.run(_cmd(g), cwd=REPO, env=_env(root), capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     a = pd.read_parquet(uninterrupted / "results" / "summary.parquet")
