@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,20 @@ from tqdm.auto import tqdm
 from .cache import ImageCache
 from .io import atomic_path, read_json, write_json
 from .transforms import eval_transform, train_transform
+
+
+@contextmanager
+def single_thread():
+    """Run tiny torch ops with one intra-op thread (see :class:`CachedImages`); restores after."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 class CachedImages(torch.utils.data.Dataset):
@@ -52,14 +67,8 @@ class CachedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         img = self.cache.get(self.keys[i])
-        n = torch.get_num_threads()
-        if n == 1:
+        with single_thread():
             return self.transform(img), int(self.labels[i])
-        torch.set_num_threads(1)
-        try:
-            return self.transform(img), int(self.labels[i])
-        finally:
-            torch.set_num_threads(n)
 
 
 def feature_dir(work: str | Path, model: str, weights: str, size: int) -> Path:

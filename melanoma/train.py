@@ -167,6 +167,13 @@ def _train_epoch_loop(model, opt, rows, cache, tf, order, p, device, progress, d
 # ----------------------------------------------------------------------------- fast path
 
 def _train_epoch_head(head, opt, X_views: list[np.ndarray], y: np.ndarray, order, p, epoch):
+    # one thread: batches of 32 × d matmuls are far too small to split (measured 680 vs 101,519
+    # features/s with 2 vs 1 threads on a busy 2-core machine, benchmarks/RESULTS.md)
+    with feats.single_thread():
+        return _head_epoch(head, opt, X_views, y, order, p, epoch)
+
+
+def _head_epoch(head, opt, X_views, y, order, p, epoch):
     head.train()
     rng = np.random.default_rng([p.seed, epoch, 7])
     view = rng.integers(0, len(X_views), size=len(order)) if len(X_views) > 1 else np.zeros(len(order), int)
