@@ -205,6 +205,3 @@ def fmt_ci(x: float, lo: float, hi: float, pct: bool = True) -> str:
         return s
     return f"{s} [{fmt(lo, pct)}, {fmt(hi, pct)}]"
 
-
-def np_nan_to_none(x):
-    return None if isinstance(x, float) and np.isnan(x) else x
