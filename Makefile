@@ -32,5 +32,10 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(PY) -m pytest -q
 
+## Benchmarks (quick settings) → benchmarks/RESULTS.md; `$(PY) benchmarks/run_all.py --full` adds the end-to-end demo.
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
 clean:
 	rm -rf work results book/_build book/_generated

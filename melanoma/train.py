@@ -265,7 +265,9 @@ def train_run(p: TrainParams, *, progress: bool = True, stop_after: int | None =
     else:
         feat_facts = []
 
-    # ---- resume
+    # ---- resume. What changes per epoch is checkpointed: the head alone on the fast path (saving
+    # the whole frozen model every epoch cost ~70 % of a head fit; benchmarks/RESULTS.md).
+    trained = head if p.use_fast else model
     ck_path = out / "checkpoint.pt"
     key = _params_key(p)
     history: list[dict] = []
@@ -273,7 +275,7 @@ def train_run(p: TrainParams, *, progress: bool = True, stop_after: int | None =
     if ck_path.is_file():
         ck = torch.load(ck_path, map_location="cpu", weights_only=True)
         if ck.get("key") == key:
-            model.load_state_dict(ck["model"])
+            trained.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
             history = [dict(zip(ck["history_cols"], row)) for row in ck["history"]]
@@ -305,13 +307,13 @@ def train_run(p: TrainParams, *, progress: bool = True, stop_after: int | None =
         history.append(row)
         if _better(p.select, vm[p.select], best_score):
             best_score = vm[p.select]
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(trained.state_dict())
         log(f"[train] epoch {epoch + 1:>2}/{n_epochs} loss {tr_loss:.4f} acc {tr_acc:.3f} | val loss "
             f"{vm['val_loss']:.4f} acc {vm['val_accuracy']:.3f} auc {vm['val_auc']:.3f} | "
             f"{row['img_per_s']:.0f} img/s")
         cols = list(history[0])
         with atomic_path(ck_path) as tmp:
-            torch.save({"key": key, "epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
+            torch.save({"key": key, "epoch": epoch + 1, "model": trained.state_dict(), "opt": opt.state_dict(),
                         "sched": sched.state_dict(), "best_state": best_state, "best_score": best_score,
                         "history_cols": cols, "history": [[r[c] for c in cols] for r in history]}, tmp)
         if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < n_epochs:
@@ -321,7 +323,7 @@ def train_run(p: TrainParams, *, progress: bool = True, stop_after: int | None =
 
     # ---- best epoch → predictions on every evaluation set's val and test split
     t = time.perf_counter()
-    model.load_state_dict(best_state)
+    trained.load_state_dict(best_state)
     if len(ev):
         if p.use_fast:
             with torch.no_grad():
@@ -342,7 +344,7 @@ def train_run(p: TrainParams, *, progress: bool = True, stop_after: int | None =
                          "logit_1": logits[:, 1].numpy().astype(np.float64)})
     timings["predict"] = time.perf_counter() - t
     with atomic_path(out / "model.pt") as tmp:
-        torch.save(best_state, tmp)
+        torch.save(model.state_dict(), tmp)  # the whole model, with the best epoch's weights
     write_text(out / "history.csv", pd.DataFrame(history).to_csv(index=False))
     write_parquet(out / "predictions.parquet", pred)
     best = min(history, key=lambda r: r[p.select]) if p.select == "val_loss" else \

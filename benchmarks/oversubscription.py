@@ -9,7 +9,7 @@ cores while another job held one of them, and waited. Fixes, each measured here 
 2. each Snakemake job gets ``OMP_NUM_THREADS`` = its ``threads`` (``workflow/Snakefile``);
 3. feature extraction in channels-last layout (``features.extract``).
 
-    python benchmarks/bottleneck.py [--results benchmarks/RESULTS.md] [--seconds 3]
+    python benchmarks/oversubscription.py [--results benchmarks/RESULTS.md] [--seconds 3]
 
 A busy loop in a second process stands in for "another job on the other core" in the contended
 rows (what Snakemake's parallel jobs do to each other).
@@ -130,7 +130,7 @@ def main() -> int:
     end = loadavg()
     lines = ["## The bottleneck: thread oversubscription (before / after)", "",
              machine_line(facts, end), "", load_note(facts, end), "",
-             "Command: `.venv/bin/python benchmarks/bottleneck.py`. Images or samples per second; "
+             "Command: `.venv/bin/python benchmarks/oversubscription.py`. Images or samples per second; "
              "*other core busy* = a spinning second process, as when Snakemake runs two jobs.", "",
              "| workload | condition | before (img/s) | after (img/s) | speed-up | fix |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -138,7 +138,7 @@ def main() -> int:
                      f"{r['after'] / r['before']:.2f}× | {r['fix']} |")
         print(f"{r['what']:48s} {r['cond']:16s} {r['before']:8.0f} → {r['after']:8.0f} img/s "
               f"({r['after'] / r['before']:.2f}×)")
-    write_results("bottleneck", "\n".join(lines), a.results)
+    write_results("oversubscription", "\n".join(lines), a.results)
     return 0
 
 
