@@ -305,7 +305,7 @@ def webapp_section(grid: Grid) -> None:
           "| model | training combination | input | ONNX size | entropy threshold |",
           "|---|---|---|---|---|",
           f"| `{mj.get('model')}` | [{mj.get('train_label', mj.get('train', ''))}] | "
-          f"{mj.get('input_size', '')} px | {mj.get('onnx_bytes', 0) / 1024:.0f} KB | "
+          f"{mj.get('input_size', '')} px | {mj['onnx']['bytes'] / 1024:.0f} KB | "
           f"{mj.get('threshold', float('nan')):.3f} bits ({mj.get('threshold_source', '')}) |\n"]
     if shot.is_file():
         shutil.copy(shot, GEN / "fig2_webapp.png")

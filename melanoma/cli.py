@@ -122,15 +122,29 @@ def cmd_grid(a) -> int:
     return 0
 
 
+def _scalar(v: str):
+    """A ``-p`` value: int, float, bool or None when it reads as one, else the string itself.
+    (Not YAML: YAML 1.1 reads ``0:1:0.02`` as the base-60 number 60.02.)"""
+    low = v.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
+
+
 def cmd_nbrun(a) -> int:
     from .io import read_yaml
     from .nbrun import run_notebook
 
     params = dict(read_yaml(a.params_file) or {}) if a.params_file else {}
-    import yaml
-
     for k, v in a.p or []:
-        params[k] = yaml.safe_load(v) if v != "" else ""  # "10" → 10, "0.8" → 0.8, "true" → True
+        params[k] = _scalar(v)
     r = run_notebook(a.notebook, a.output, a.status, parameters=params, after=a.after or [], cwd=a.cwd)
     print(f"{a.notebook} → {a.output}: {r['status']} ({r['seconds']} s){' — ' + r['error'] if r['error'] else ''}")
     return 0
