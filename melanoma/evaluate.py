@@ -175,7 +175,7 @@ def parse_grid(text: str) -> np.ndarray:
     return np.round(start + step * np.arange(n), 10)
 
 
-def _resolve_grid(grid, mode: str) -> np.ndarray:
+def _resolve_grid(grid, mode: str, base: float = 2) -> np.ndarray:
     if grid is None:
         g = DEFAULT_GRID.copy()
     elif isinstance(grid, str):
@@ -186,6 +186,10 @@ def _resolve_grid(grid, mode: str) -> np.ndarray:
         raise ValueError(f"grid must be a non-empty list of finite numbers >= 0, got {grid!r}")
     if mode == "coverage" and g.max() > 1:
         raise ValueError(f"with mode='coverage' the grid holds fractions to reject, in [0, 1]; got max {g.max():g}")
+    h_max = math.log(2, base)  # the entropy of two classes never exceeds log(2)
+    if mode == "absolute" and g.max() > h_max + 1e-9:
+        raise ValueError(f"entropy thresholds above {h_max:g} (the two-class maximum in base {base:g}) "
+                         f"retain everything; got max {g.max():g} from grid {grid!r}")
     return g
 
 
@@ -509,7 +513,7 @@ def reject_run(
     _check_common(B, alpha, n_bins, seed)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    g_arr = _resolve_grid(grid, mode)
+    g_arr = _resolve_grid(grid, mode, base)
     if isinstance(min_coverage, bool) or not isinstance(min_coverage, (int, float)) or not 0 <= min_coverage <= 1:
         raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage!r}")
     coverages = [float(c) for c in np.atleast_1d(coverages)]

@@ -324,3 +324,12 @@ def test_cli_calibrate_and_reject(run_dir, capsys):
     assert exc.value.code == 2
     assert "STOP 'x' is not a number" in capsys.readouterr().err
     assert main(["calibrate", str(run_dir / "missing")]) == 2
+
+
+def test_absolute_grid_above_the_two_class_maximum_is_an_error(tmp_path):
+    """A grid value above 1 bit (e.g. "0:1:0.02" misread as the number 60.02) retains everything."""
+    from melanoma.evaluate import reject_run
+
+    run_dir = make_run(tmp_path / "run")
+    with pytest.raises(ValueError, match="two-class maximum"):
+        reject_run(run_dir, grid=60.02, B=10)
