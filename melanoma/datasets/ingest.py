@@ -76,34 +76,6 @@ def _decode(args: tuple[str, str, str, int, int]) -> dict:
             "dhash": imgs.difference_hash(rgb)}
 
 
-def _union_groups(rec: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.Series:
-    """Duplicate clusters (listed pairs + identical pixels) as a group id per row ("" if single)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.get(x, x) != x:
-            x = parent[x]
-        return x
-
-    def union(a: str, b: str) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
-    ids = set(rec["image_id"])
-    for a, b in pairs:
-        if a in ids and b in ids:
-            union(a, b)
-    for _, g in rec.groupby("pixel_hash"):
-        if len(g) > 1:
-            first = g["image_id"].iloc[0]
-            for other in g["image_id"].iloc[1:]:
-                union(first, other)
-    roots = rec["image_id"].map(find)
-    sizes = roots.map(roots.value_counts())
-    return roots.where(sizes > 1, "")
-
-
 def ingest_dataset(dataset: str, root: str | Path, work: str | Path, *, shorter: int = 256,
                    seed: int = 0, val_fraction: float = 0.2, strict: bool = False,
                    workers: int | None = None, max_pixels: int = imgs.DEFAULT_MAX_PIXELS,
@@ -164,9 +136,9 @@ def ingest_dataset(dataset: str, root: str | Path, work: str | Path, *, shorter:
 
     rec["release_split"] = "" if info.short in NO_RELEASE_SPLIT else rec["split"]
     made = not (rec["split"] == "val").any()
-    rec["group"] = _union_groups(rec, res.records.attrs.get("duplicate_pairs", [])) if len(rec) else ""
     if made:
-        rec["split"] = make_val_split(rec, seed=seed, val_fraction=val_fraction)
+        rec["split"] = make_val_split(rec, seed=seed, val_fraction=val_fraction,
+                                      pairs=res.records.attrs.get("duplicate_pairs", []))
     rec["dataset"] = info.short
     rec["letter"] = info.letter or ""
     rec["synthetic"] = synthetic

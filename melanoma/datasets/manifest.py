@@ -151,9 +151,10 @@ def _rank(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
-def connected_groups(df: pd.DataFrame) -> np.ndarray:
-    """A group key per row: rows sharing a patient, a lesion or a duplicate cluster (``group``
-    column, if any) are connected, transitively. The key is the smallest image id of the group."""
+def connected_groups(df: pd.DataFrame, pairs=()) -> np.ndarray:
+    """A group key per row: rows sharing a patient, a lesion or identical pixels (``pixel_hash``,
+    when present), and the listed duplicate ``pairs`` of image ids, are connected, transitively.
+    The key is the smallest image id of the group."""
     parent = {i: i for i in df["image_id"]}
 
     def find(x):
@@ -162,24 +163,31 @@ def connected_groups(df: pd.DataFrame) -> np.ndarray:
             x = parent[x]
         return x
 
-    for col in ("patient_id", "lesion_id", "group"):
+    def union(a, b):
+        a, b = find(a), find(b)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+
+    for col in ("patient_id", "lesion_id", "pixel_hash"):
         if col not in df.columns:
             continue
         for _, ids in df[df[col] != ""].groupby(col)["image_id"]:
             ids = sorted(ids)
             for other in ids[1:]:
-                a, b = find(ids[0]), find(other)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+                union(ids[0], other)
+    for a, b in pairs:
+        if a in parent and b in parent:
+            union(a, b)
     return np.array(["G:" + find(i) for i in df["image_id"]])
 
 
 def make_val_split(df: pd.DataFrame, *, seed: int = 0, val_fraction: float = 0.2,
-                   from_split: str = "train") -> pd.Series:
+                   from_split: str = "train", pairs=()) -> pd.Series:
     """Carve a validation split out of ``from_split`` rows; return the new ``split`` column.
 
     Deterministic and independent of row order: groups (images connected by a shared
-    ``patient_id``, ``lesion_id`` or duplicate cluster ``group``; see :func:`connected_groups`)
+    ``patient_id``, ``lesion_id``, identical pixels or a listed duplicate pair, across all rows;
+    see :func:`connected_groups`)
     are ordered by ``sha256(seed:group)`` inside each label stratum (a group's stratum is its
     maximum label), and the first ``round(val_fraction * n_groups)`` of each stratum
     go to ``val``. Images of one lesion/patient never straddle train and val.
@@ -191,7 +199,7 @@ def make_val_split(df: pd.DataFrame, *, seed: int = 0, val_fraction: float = 0.2
     if not sel.any():
         return split
     sub = df.loc[sel]
-    group = connected_groups(sub)
+    group = connected_groups(df, pairs)[sel.to_numpy()]
     g = pd.DataFrame({"group": group, "label": sub["label"].clip(lower=0).values}, index=sub.index)
     strata = g.groupby("group")["label"].max()
     val_groups: set[str] = set()
