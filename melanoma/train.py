@@ -71,20 +71,23 @@ def epoch_order(labels: np.ndarray, epoch: int, seed: int, oversample: bool = Tr
     return rng.choice(n, size=n, replace=True, p=w / w.sum())
 
 
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    pos, neg = p[y == 1], p[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    ranks = pd.Series(np.concatenate([pos, neg])).rank().to_numpy()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
 def _val_metrics(logits: torch.Tensor, y: np.ndarray) -> dict:
     yt = torch.from_numpy(np.array(y, dtype=np.int64))
     p = torch.softmax(logits.float(), 1)[:, 1].numpy()
     return {"val_loss": float(F.cross_entropy(logits.float(), yt)),
             "val_accuracy": float((logits.argmax(1) == yt).float().mean()),
-            "val_auc": _auc(y, p)}
+            "val_auc": _val_auc(y, p)}
+
+
+def _val_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """:func:`melanoma.metrics.auc`, quiet: a one-class validation set gives NaN every epoch."""
+    import warnings
+
+    from .metrics import auc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return auc(y, p)
 
 
 def _better(select: str, new: float, best: float | None) -> bool:
