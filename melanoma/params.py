@@ -18,6 +18,7 @@ FREEZE = ("conv", "backbone", "none")
 WEIGHTS = ("imagenet", "none")
 SELECT = ("val_loss", "val_accuracy", "val_auc")
 LEAKAGE = ("drop", "keep")
+LOADERS = ("dataloader", "resident")
 
 
 class ParamError(ValueError):
@@ -58,6 +59,9 @@ class TrainParams:
     cache_size: int = 256              # image cache (shorter side) to read
     feature_dtype: str = "float16"     # stored feature precision (float16 | float32)
     workers: int = 0                   # DataLoader workers
+    loader: str = "dataloader"         # loop path's data: dataloader (per-image torchvision ops on CPU
+                                       # workers) | resident (images kept in device memory, batched
+                                       # augmentation there: melanoma.resident)
     device: str = "auto"               # auto (cuda → mps → cpu) | cpu | cuda | cuda:1 | mps
 
     @classmethod
@@ -100,7 +104,8 @@ class TrainParams:
         except KeyError as e:
             raise ParamError(f"TrainParams.eval_sets: {e}") from None
         for name, choices in (("weights", WEIGHTS), ("freeze", FREEZE), ("select", SELECT),
-                              ("leakage", LEAKAGE), ("feature_dtype", ("float16", "float32"))):
+                              ("leakage", LEAKAGE), ("feature_dtype", ("float16", "float32")),
+                              ("loader", LOADERS)):
             if getattr(self, name) not in choices:
                 self._bad(name, f"must be one of {choices}")
         for name in ("image_size", "batch_size", "step_size", "cache_size"):

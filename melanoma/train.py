@@ -199,52 +199,177 @@ def _head_epoch(head, opt, X_views, y, order, p, epoch):
 
 # ----------------------------------------------------------------------------- the run
 
+class Run:
+    """One run's state: data, model, optimiser, history, and its run directory.
+
+    ``Run(p)`` validates ``p``, loads the combination, builds the model and the optimiser and picks
+    up ``checkpoint.pt`` when it belongs to the same parameters; :meth:`end_epoch` records an epoch
+    (history, best state, an atomic checkpoint) and :meth:`finish` writes the run's outputs. The
+    epoch loops that drive it: :func:`train_run` (one run: fast or DataLoader path) and
+    :func:`melanoma.group.train_members` (resident images, one run or several sharing a backbone).
+    """
+
+    def __init__(self, p: TrainParams, *, log=print):
+        p.validate()
+        self.p, self.log = p, log
+        self.out = Path(p.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.t_start = time.perf_counter()
+        self.timings: dict[str, float] = {}
+        self.device = resolve_device(p.device)
+        torch.manual_seed(p.seed)
+        np.random.seed(p.seed % 2**32)
+        cfg = model_config(p.model)
+        self.mean, self.std = cfg.mean, cfg.std
+
+        t = time.perf_counter()
+        self.combo, self.ev = load_data(p)
+        self.timings["data"] = time.perf_counter() - t
+        if not self.combo.leakage.empty:
+            write_parquet(self.out / "leakage.parquet", self.combo.leakage)
+        self.y_tr = self.combo.train["label"].to_numpy(np.int64)
+        self.y_va = self.combo.val["label"].to_numpy(np.int64)
+        if len(np.unique(self.y_tr)) < 2:
+            raise ValueError(f"training data of {p.train!r} has only one class; cannot train a classifier")
+
+        torch.manual_seed(p.seed)
+        self.model = build_model(p.model, weights=p.weights, freeze=p.freeze)
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.summary = trainable_summary(self.model)
+        path = "fast (feature cache)" if p.use_fast else f"loop ({p.loader})"
+        log(f"[train] {p.model} weights={p.weights} freeze={p.freeze} on {self.combo.label} "
+            f"({len(self.y_tr)} train / {len(self.y_va)} val, {int(self.y_tr.sum())} melanoma) — "
+            f"{self.summary['n_trainable']:,} of {self.summary['n_params']:,} parameters train; "
+            f"device {self.device}; {path} path")
+        write_yaml(self.out / "params.yaml", p.to_dict())
+        self.trainable = [q for q in self.model.parameters() if q.requires_grad]
+        self.opt = torch.optim.SGD(self.trainable, lr=p.lr, momentum=p.momentum)
+        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=p.step_size, gamma=p.gamma)
+        self.trained: torch.nn.Module = self.model  # what end_epoch checkpoints (the head on the fast path)
+        self.feat_facts: list = []
+        self.history: list[dict] = []
+        self.best_state, self.best_score, self.start = None, None, 0
+        self.key = _params_key(p)
+        self.ck_path = self.out / "checkpoint.pt"
+
+    # ---- resume. What changes per epoch is checkpointed: the head alone on the fast path (saving
+    # the whole frozen model every epoch cost ~70 % of a head fit; benchmarks/RESULTS.md).
+    def resume(self, trained: torch.nn.Module | None = None) -> int:
+        """Load ``checkpoint.pt`` if it belongs to these parameters; returns the first epoch to run."""
+        if trained is not None:
+            self.trained = trained
+        if self.ck_path.is_file():
+            ck = torch.load(self.ck_path, map_location="cpu", weights_only=True)
+            if ck.get("key") == self.key:
+                self.trained.load_state_dict(ck["model"])
+                self.opt.load_state_dict(ck["opt"])
+                self.sched.load_state_dict(ck["sched"])
+                self.history = [dict(zip(ck["history_cols"], row)) for row in ck["history"]]
+                self.best_state, self.best_score = ck["best_state"], ck["best_score"]
+                self.start = int(ck["epoch"])
+                self.log(f"[train] resuming after epoch {self.start}")
+            else:
+                self.log("[train] checkpoint belongs to other parameters; starting over")
+        return self.start
+
+    @property
+    def n_epochs(self) -> int:
+        return self.p.n_epochs
+
+    def end_epoch(self, epoch: int, lr: float, tr_loss: float, tr_acc: float, n: int, vm: dict,
+                  dt: float) -> None:
+        """Record epoch ``epoch`` (0-based): scheduler step, history, best state, checkpoint."""
+        p = self.p
+        self.sched.step()
+        row = {"epoch": epoch + 1, "train_loss": tr_loss, "train_accuracy": tr_acc, **vm, "lr": lr,
+               "seconds": dt, "img_per_s": n / dt if dt > 0 else float("nan")}
+        self.history.append(row)
+        if _better(p.select, vm[p.select], self.best_score):
+            self.best_score = vm[p.select]
+            self.best_state = copy.deepcopy(self.trained.state_dict())
+        self.log(f"[train] epoch {epoch + 1:>2}/{self.n_epochs} loss {tr_loss:.4f} acc {tr_acc:.3f} | "
+                 f"val loss {vm['val_loss']:.4f} acc {vm['val_accuracy']:.3f} auc {vm['val_auc']:.3f} | "
+                 f"{row['img_per_s']:.0f} img/s")
+        cols = list(self.history[0])
+        with atomic_path(self.ck_path) as tmp:
+            torch.save({"key": self.key, "epoch": epoch + 1, "model": self.trained.state_dict(),
+                        "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                        "best_state": self.best_state, "best_score": self.best_score,
+                        "history_cols": cols, "history": [[r[c] for c in cols] for r in self.history]}, tmp)
+
+    def use_best(self) -> None:
+        self.trained.load_state_dict(self.best_state)
+
+    def finish(self, logits: torch.Tensor) -> Path:
+        """Write the outputs from the best epoch's ``logits`` on the evaluation rows; ``run.json`` last."""
+        p, ev, out = self.p, self.ev, self.out
+        t = time.perf_counter()
+        prob = torch.softmax(logits.float(), 1)[:, 1].numpy()
+        run_id = out.name
+        pred = pd.DataFrame({"run_id": run_id, "eval_set": ev.get("dataset", pd.Series(dtype=str)).values,
+                             "split": ev.get("split", pd.Series(dtype=str)).values,
+                             "image_id": ev.get("image_id", pd.Series(dtype=str)).values,
+                             "label": ev.get("label", pd.Series(dtype=int)).values.astype(int),
+                             "p_melanoma": prob.astype(np.float64),
+                             "logit_0": logits[:, 0].numpy().astype(np.float64),
+                             "logit_1": logits[:, 1].numpy().astype(np.float64)})
+        self.timings["predict"] = self.timings.get("predict", 0.0) + time.perf_counter() - t
+        with atomic_path(out / "model.pt") as tmp:
+            torch.save(self.model.state_dict(), tmp)  # the whole model, with the best epoch's weights
+        history = self.history
+        write_text(out / "history.csv", pd.DataFrame(history).to_csv(index=False))
+        write_parquet(out / "predictions.parquet", pred)
+        best = min(history, key=lambda r: r[p.select]) if p.select == "val_loss" else \
+            max(history, key=lambda r: (np.nan_to_num(r[p.select], nan=-1)))
+        self.timings["total"] = time.perf_counter() - self.t_start
+        combo, y_tr = self.combo, self.y_tr
+        run = {
+            "run_id": run_id, "model": p.model, "train": p.train, "train_label": combo.label,
+            "datasets": combo.datasets, "eval_sets": p.eval_sets,
+            "n_train": len(y_tr), "n_val": len(self.y_va), "n_train_melanoma": int(y_tr.sum()),
+            "removed_for_leakage": combo.removed, "best_epoch": best["epoch"], "select": p.select,
+            "best_score": best[p.select], "epochs": self.n_epochs,
+            "path": "fast" if p.use_fast else "loop", "loader": None if p.use_fast else p.loader,
+            "device": str(self.device), "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "train_img_per_s": round(float(np.mean([h["img_per_s"] for h in history])), 1) if history else None,
+            "features": self.feat_facts, "trainable": self.summary,
+            "synthetic": bool(pd.concat([combo.train["synthetic"], ev.get("synthetic", pd.Series(dtype=bool))]).any()),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "numpy": np.__version__, "pandas": pd.__version__},
+            "git_commit": _git_commit(),
+            "manifests": {ds: _file_sha(Path(p.work) / ds / "manifest.parquet")
+                          for ds in sorted(set(combo.datasets) | set(p.eval_sets))},
+            "params_key": self.key,
+        }
+        run.update(getattr(self, "extra", {}))
+        write_json(out / "run.json", run)
+        self.ck_path.unlink(missing_ok=True)
+        self.log(f"[train] done: best epoch {best['epoch']} ({p.select} {best[p.select]:.4f}); "
+                 f"{len(pred)} predictions; {self.timings['total']:.1f} s")
+        return out
+
+
 def train_run(p: TrainParams, *, progress: bool = True, stop_after: int | None = None,
               log=print) -> Path:
     """Train one model on one combination and score the evaluation sets. Resumable.
 
     ``stop_after=k`` stops after epoch k as if killed (the checkpoint stays): used by tests.
+    ``loader="resident"`` (loop path) runs :func:`melanoma.group.train_members` with this one run.
     """
     p.validate()
-    out = Path(p.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    device = resolve_device(p.device)
-    torch.manual_seed(p.seed)
-    np.random.seed(p.seed % 2**32)
-    cfg = model_config(p.model)
-    mean, std = cfg.mean, cfg.std
+    if not p.use_fast and p.loader == "resident":
+        from .group import train_members
 
-    t = time.perf_counter()
-    combo, ev = load_data(p)
-    timings["data"] = time.perf_counter() - t
-    if not combo.leakage.empty:
-        write_parquet(out / "leakage.parquet", combo.leakage)
-    y_tr = combo.train["label"].to_numpy(np.int64)
-    y_va = combo.val["label"].to_numpy(np.int64)
-    if len(np.unique(y_tr)) < 2:
-        raise ValueError(f"training data of {p.train!r} has only one class; cannot train a classifier")
-
-    torch.manual_seed(p.seed)
-    model = build_model(p.model, weights=p.weights, freeze=p.freeze)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    summary = trainable_summary(model)
-    log(f"[train] {p.model} weights={p.weights} freeze={p.freeze} on {combo.label} "
-        f"({len(y_tr)} train / {len(y_va)} val, {int(y_tr.sum())} melanoma) — "
-        f"{summary['n_trainable']:,} of {summary['n_params']:,} parameters train; device {device}; "
-        f"{'fast (feature cache)' if p.use_fast else 'loop'} path")
-    write_yaml(out / "params.yaml", p.to_dict())
-
-    trainable = [q for q in model.parameters() if q.requires_grad]
-    opt = torch.optim.SGD(trainable, lr=p.lr, momentum=p.momentum)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=p.step_size, gamma=p.gamma)
+        return train_members([p], progress=progress, stop_after=stop_after, log=log)[0]
+    r = Run(p, log=log)
+    model, opt, device = r.model, r.opt, r.device
     cache = ImageCache(Path(p.work) / "cache", p.cache_size)
     size, resize = p.image_size, p.eval_resize
-    ev_tf = eval_transform(size, resize, mean=mean, std=std)
-    tr_tf = train_transform(size, mean=mean, std=std) if p.augment else ev_tf
+    ev_tf = eval_transform(size, resize, mean=r.mean, std=r.std)
+    tr_tf = train_transform(size, mean=r.mean, std=r.std) if p.augment else ev_tf
+    combo, ev = r.combo, r.ev
 
     # ---- fast path: features once per dataset, reused by every combination
     if p.use_fast:
@@ -252,11 +377,10 @@ def train_run(p: TrainParams, *, progress: bool = True, stop_after: int | None =
         backbone, head = split_backbone_head(model)
         fkw = dict(model=p.model, weights=p.weights, size=size)
         n_views = p.views if p.augment else 0
-        feat_facts = []
+        from .datasets.manifest import read_manifest
         for ds in sorted(set(combo.train["dataset"]) | set(combo.val["dataset"]) | set(ev.get("dataset", []))):
-            from .datasets.manifest import read_manifest
-            feat_facts.append(feats.ensure_features(
-                p.work, ds, read_manifest(p.work, ds), backbone, resize=resize, mean=mean, std=std,
+            r.feat_facts.append(feats.ensure_features(
+                p.work, ds, read_manifest(p.work, ds), backbone, resize=resize, mean=r.mean, std=r.std,
                 views=n_views, seed=p.seed, cache_size=p.cache_size, dtype=p.feature_dtype,
                 device=device, workers=p.workers, progress=progress, **fkw))
         X_views = ([feats.gather(p.work, combo.train, view=f"aug-seed{p.seed}-v{k}", **fkw)
@@ -264,69 +388,35 @@ def train_run(p: TrainParams, *, progress: bool = True, stop_after: int | None =
                    [feats.gather(p.work, combo.train, **fkw)])
         X_val = torch.from_numpy(feats.gather(p.work, combo.val, **fkw))
         head = head.cpu()
-        timings["features"] = time.perf_counter() - t
+        r.timings["features"] = time.perf_counter() - t
+        r.resume(head)
     else:
-        feat_facts = []
+        r.resume()
 
-    # ---- resume. What changes per epoch is checkpointed: the head alone on the fast path (saving
-    # the whole frozen model every epoch cost ~70 % of a head fit; benchmarks/RESULTS.md).
-    trained = head if p.use_fast else model
-    ck_path = out / "checkpoint.pt"
-    key = _params_key(p)
-    history: list[dict] = []
-    best_state, best_score, start = None, None, 0
-    if ck_path.is_file():
-        ck = torch.load(ck_path, map_location="cpu", weights_only=True)
-        if ck.get("key") == key:
-            trained.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["opt"])
-            sched.load_state_dict(ck["sched"])
-            history = [dict(zip(ck["history_cols"], row)) for row in ck["history"]]
-            best_state, best_score, start = ck["best_state"], ck["best_score"], int(ck["epoch"])
-            log(f"[train] resuming after epoch {start}")
-        else:
-            log("[train] checkpoint belongs to other parameters; starting over")
-
-    n_epochs = p.n_epochs
     t_train = time.perf_counter()
-    for epoch in range(start, n_epochs):
+    for epoch in range(r.start, r.n_epochs):
         te = time.perf_counter()
-        order = epoch_order(y_tr, epoch, p.seed, p.oversample)
+        order = epoch_order(r.y_tr, epoch, p.seed, p.oversample)
         torch.manual_seed(p.seed * 100_003 + epoch)
         lr = opt.param_groups[0]["lr"]
         if p.use_fast:
-            tr_loss, tr_acc, n = _train_epoch_head(head, opt, X_views, y_tr, order, p, epoch)
+            tr_loss, tr_acc, n = _train_epoch_head(head, opt, X_views, r.y_tr, order, p, epoch)
             with torch.no_grad():
                 head.eval()
-                vm = _val_metrics(head(X_val), y_va)
+                vm = _val_metrics(head(X_val), r.y_va)
         else:
             tr_loss, tr_acc, n = _train_epoch_loop(model, opt, combo.train, cache, tr_tf, order, p,
-                                                   device, progress, f"epoch {epoch + 1}/{n_epochs}")
-            vm = _val_metrics(_predict_images(model, combo.val, cache, ev_tf, p, device), y_va)
-        sched.step()
-        dt = time.perf_counter() - te
-        row = {"epoch": epoch + 1, "train_loss": tr_loss, "train_accuracy": tr_acc, **vm, "lr": lr,
-               "seconds": dt, "img_per_s": n / dt if dt > 0 else float("nan")}
-        history.append(row)
-        if _better(p.select, vm[p.select], best_score):
-            best_score = vm[p.select]
-            best_state = copy.deepcopy(trained.state_dict())
-        log(f"[train] epoch {epoch + 1:>2}/{n_epochs} loss {tr_loss:.4f} acc {tr_acc:.3f} | val loss "
-            f"{vm['val_loss']:.4f} acc {vm['val_accuracy']:.3f} auc {vm['val_auc']:.3f} | "
-            f"{row['img_per_s']:.0f} img/s")
-        cols = list(history[0])
-        with atomic_path(ck_path) as tmp:
-            torch.save({"key": key, "epoch": epoch + 1, "model": trained.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "best_state": best_state, "best_score": best_score,
-                        "history_cols": cols, "history": [[r[c] for c in cols] for r in history]}, tmp)
-        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < n_epochs:
+                                                   device, progress, f"epoch {epoch + 1}/{r.n_epochs}")
+            vm = _val_metrics(_predict_images(model, combo.val, cache, ev_tf, p, device), r.y_va)
+        r.end_epoch(epoch, lr, tr_loss, tr_acc, n, vm, time.perf_counter() - te)
+        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < r.n_epochs:
             log(f"[train] stopping after epoch {epoch + 1} (stop_after)")
-            return out
-    timings["train"] = time.perf_counter() - t_train
+            return r.out
+    r.timings["train"] = time.perf_counter() - t_train
 
     # ---- best epoch → predictions on every evaluation set's val and test split
     t = time.perf_counter()
-    trained.load_state_dict(best_state)
+    r.use_best()
     if len(ev):
         if p.use_fast:
             with torch.no_grad():
@@ -336,42 +426,5 @@ def train_run(p: TrainParams, *, progress: bool = True, stop_after: int | None =
             logits = _predict_images(model, ev, cache, ev_tf, p, device)
     else:
         logits = torch.zeros((0, 2))
-    prob = torch.softmax(logits.float(), 1)[:, 1].numpy()
-    run_id = out.name
-    pred = pd.DataFrame({"run_id": run_id, "eval_set": ev.get("dataset", pd.Series(dtype=str)).values,
-                         "split": ev.get("split", pd.Series(dtype=str)).values,
-                         "image_id": ev.get("image_id", pd.Series(dtype=str)).values,
-                         "label": ev.get("label", pd.Series(dtype=int)).values.astype(int),
-                         "p_melanoma": prob.astype(np.float64),
-                         "logit_0": logits[:, 0].numpy().astype(np.float64),
-                         "logit_1": logits[:, 1].numpy().astype(np.float64)})
-    timings["predict"] = time.perf_counter() - t
-    with atomic_path(out / "model.pt") as tmp:
-        torch.save(model.state_dict(), tmp)  # the whole model, with the best epoch's weights
-    write_text(out / "history.csv", pd.DataFrame(history).to_csv(index=False))
-    write_parquet(out / "predictions.parquet", pred)
-    best = min(history, key=lambda r: r[p.select]) if p.select == "val_loss" else \
-        max(history, key=lambda r: (np.nan_to_num(r[p.select], nan=-1)))
-    timings["total"] = time.perf_counter() - t_start
-    run = {
-        "run_id": run_id, "model": p.model, "train": p.train, "train_label": combo.label,
-        "datasets": combo.datasets, "eval_sets": p.eval_sets,
-        "n_train": len(y_tr), "n_val": len(y_va), "n_train_melanoma": int(y_tr.sum()),
-        "removed_for_leakage": combo.removed, "best_epoch": best["epoch"], "select": p.select,
-        "best_score": best[p.select], "epochs": n_epochs, "path": "fast" if p.use_fast else "loop",
-        "device": str(device), "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "train_img_per_s": round(float(np.mean([h["img_per_s"] for h in history])), 1) if history else None,
-        "features": feat_facts, "trainable": summary,
-        "synthetic": bool(pd.concat([combo.train["synthetic"], ev.get("synthetic", pd.Series(dtype=bool))]).any()),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "numpy": np.__version__, "pandas": pd.__version__},
-        "git_commit": _git_commit(),
-        "manifests": {ds: _file_sha(Path(p.work) / ds / "manifest.parquet")
-                      for ds in sorted(set(combo.datasets) | set(p.eval_sets))},
-        "params_key": key,
-    }
-    write_json(out / "run.json", run)
-    ck_path.unlink(missing_ok=True)
-    log(f"[train] done: best epoch {best['epoch']} ({p.select} {best[p.select]:.4f}); "
-        f"{len(pred)} predictions; {timings['total']:.1f} s")
-    return out
+    r.timings["predict"] = time.perf_counter() - t
+    return r.finish(logits)

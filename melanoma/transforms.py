@@ -17,6 +17,11 @@ from torchvision.transforms import v2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: The paper's augmentation parameters — shared by :func:`train_transform` (per image, torchvision)
+#: and :mod:`melanoma.resident` (whole batches on the device).
+PAPER_AUG = dict(scale=(0.4, 1.0), ratio=(3 / 4, 4 / 3), degrees=90.0, affine_scale=(0.8, 1.2),
+                 jitter=(0.7, 1.3), hue=0.1)
+
 
 def to_image(img: np.ndarray | torch.Tensor) -> tv_tensors.Image:
     """uint8 (H, W, 3) array or uint8 (3, H, W) tensor → uint8 (3, H, W) ``tv_tensors.Image``."""
@@ -37,13 +42,14 @@ def _normalise(mean, std) -> list:
             v2.ToPureTensor()]
 
 
-def train_transform(size: int = 224, *, scale=(0.4, 1.0), degrees: float = 90,
-                    affine_scale=(0.8, 1.2), jitter=(0.7, 1.3), hue: float = 0.1,
+def train_transform(size: int = 224, *, scale=PAPER_AUG["scale"], ratio=PAPER_AUG["ratio"],
+                    degrees: float = PAPER_AUG["degrees"], affine_scale=PAPER_AUG["affine_scale"],
+                    jitter=PAPER_AUG["jitter"], hue: float = PAPER_AUG["hue"],
                     mean=IMAGENET_MEAN, std=IMAGENET_STD) -> v2.Compose:
     """The paper's augmentation: random crop, rotation/scale, flips, colour jitter, normalise."""
     return v2.Compose([
         to_image,
-        v2.RandomResizedCrop(size, scale=scale, antialias=True),
+        v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True),
         v2.RandomAffine(degrees=degrees, scale=affine_scale),
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
@@ -52,8 +58,12 @@ def train_transform(size: int = 224, *, scale=(0.4, 1.0), degrees: float = 90,
     ])
 
 
+def eval_crop(size: int = 224, resize: int = 256) -> v2.Compose:
+    """The evaluation geometry alone: Resize(resize) (shorter side) + CenterCrop(size), uint8 out."""
+    return v2.Compose([to_image, v2.Resize(resize, antialias=True), v2.CenterCrop(size)])
+
+
 def eval_transform(size: int = 224, resize: int = 256, *, mean=IMAGENET_MEAN,
                    std=IMAGENET_STD) -> v2.Compose:
     """Resize(resize) (shorter side) + CenterCrop(size) + normalise; deterministic."""
-    return v2.Compose([to_image, v2.Resize(resize, antialias=True), v2.CenterCrop(size),
-                       *_normalise(mean, std)])
+    return v2.Compose([eval_crop(size, resize), *_normalise(mean, std)])

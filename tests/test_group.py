@@ -1,0 +1,83 @@
+"""The resident loop path: equal to the DataLoader path, and a group equal to separate runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from melanoma.group import GroupedModel, per_run_paths, train_members
+from melanoma.models import build_model
+from melanoma.params import ParamError, TrainParams
+from melanoma.train import train_run
+
+
+def _p(work, out, **kw):
+    d = dict(work=str(work), out=str(out), model="resnet18", weights="none", freeze="conv", train="B",
+             eval_sets=["isic2017"], image_size=48, epochs=2, cache_size=256, loader="resident")
+    d.update(kw)
+    return TrainParams.from_dict(d)
+
+
+def _quiet(*a, **k):
+    pass
+
+
+def _same(a, b, tol=1e-5):
+    pa, pb = pd.read_parquet(a / "predictions.parquet"), pd.read_parquet(b / "predictions.parquet")
+    assert len(pa) == len(pb) > 0
+    sa = torch.load(a / "model.pt", weights_only=True)
+    sb = torch.load(b / "model.pt", weights_only=True)
+    dw = max(float((sa[k].double() - sb[k].double()).abs().max()) for k in sa)
+    dp = float((pa["p_melanoma"] - pb["p_melanoma"]).abs().max())
+    assert dw < tol and dp < tol, (dw, dp)
+    ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
+    assert (ha["val_loss"] - hb["val_loss"]).abs().max() < tol
+
+
+def test_resident_without_augmentation_equals_the_dataloader_path(synth_work, tmp_path):
+    dl = train_run(_p(synth_work, tmp_path / "dl", loader="dataloader", augment=False), progress=False, log=_quiet)
+    res = train_run(_p(synth_work, tmp_path / "res", augment=False), progress=False, log=_quiet)
+    _same(dl, res)
+    assert TrainParams.from_yaml(res / "params.yaml").loader == "resident"
+
+
+def test_group_equals_separate_runs_and_resumes(synth_work, tmp_path):
+    combos = ["B", "E", "A-C"]
+    solo = [train_run(_p(synth_work, tmp_path / f"solo_{c}", train=c, epochs=e), progress=False, log=_quiet)
+            for c, e in zip(combos, (2, 3, 2))]
+    ps = [_p(synth_work, tmp_path / f"grp_{c}", train=c, epochs=e) for c, e in zip(combos, (2, 3, 2))]
+    part = train_members(ps, progress=False, log=_quiet, stop_after=1)  # as if killed after epoch 1
+    assert all((d / "checkpoint.pt").is_file() and not (d / "run.json").exists() for d in part)
+    logs = []
+    grp = train_members(ps, progress=False, log=logs.append)
+    assert sum("resuming after epoch 1" in m for m in logs) == 3
+    for a, b in zip(solo, grp):
+        _same(a, b)
+        assert pd.read_json(b / "run.json", typ="series")["group"]["size"] == 3
+    assert len(pd.read_csv(grp[1] / "history.csv")) == 3  # the longer run went on alone
+
+
+def test_grouped_model_shares_frozen_tensors_only(synth_work):
+    models = [build_model("resnet18", weights="none", freeze="conv") for _ in range(2)]
+    paths = per_run_paths(models[0])
+    assert "fc" in paths and "bn1" in paths and not any(q.startswith("conv") for q in paths)
+    with pytest.raises(ValueError, match="frozen tensors differ"):
+        GroupedModel(models)  # two random initialisations: their frozen convolutions differ
+    models[1].load_state_dict(models[0].state_dict())
+    g = GroupedModel(models).eval()
+    x = torch.randn(6, 3, 32, 32)
+    out = g(x, [1, 0], [4, 2])
+    ref = torch.cat([models[1].eval()(x[:4]), models[0].eval()(x[4:])])
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_group_refuses_incompatible_runs(synth_work, tmp_path):
+    with pytest.raises(ValueError, match="must share 'image_size'"):
+        train_members([_p(synth_work, tmp_path / "a"), _p(synth_work, tmp_path / "b", image_size=32)],
+                      progress=False, log=_quiet)
+    with pytest.raises(ValueError, match="distinct run directories"):
+        train_members([_p(synth_work, tmp_path / "a"), _p(synth_work, tmp_path / "a", train="E")],
+                      progress=False, log=_quiet)
+    with pytest.raises(ParamError, match="loader"):
+        _p(synth_work, tmp_path / "c", loader="gpu")
