@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("nbrun", help="run a notebook with papermill for the workflow; record ok/failed in a status file")
     s.add_argument("notebook", type=Path)
     s.add_argument("output", type=Path, help="the executed notebook (kept, errors included)")
-    s.add_argument("--status", required=True, type=Path, help="status JSON written atomically")
+    s.add_argument("--status", required=True, type=Path, nargs="+",
+                   help="status JSON written atomically (several: each gets the same record)")
     s.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a parameter (string)")
     s.add_argument("--params-file", type=Path, default=None, help="YAML of parameters")
     s.add_argument("--after", nargs="*", type=Path, help="status files that must be ok, else this step is skipped")

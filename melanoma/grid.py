@@ -39,6 +39,7 @@ class Grid:
     web: dict[str, Any] = field(default_factory=dict)
     submission: str | None = None  # dataset whose unlabelled test split makes the SIIM-ISIC CSV
     figures: dict[str, Any] = field(default_factory=dict)
+    group: int = 1                 # runs of one model per training job (resident loop path only)
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -52,6 +53,13 @@ class Grid:
     def reject_for(self, model: str) -> dict[str, Any]:
         """The rejection settings of a model's runs: the grid's, updated by ``model_overrides``."""
         return {**self.reject, **(self.model_overrides.get(model, {}).get("reject") or {})}
+
+    def group_for(self, model: str) -> int:
+        """How many runs of ``model`` one training job may hold (``group:``, per-model override)."""
+        v = self.model_overrides.get(model, {}).get("group", self.group)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ParamError(f"{self.path}: group for {model} must be an integer >= 1, got {v!r}")
+        return v
 
     def model_combinations(self, model: str) -> list[str]:
         """The grid's combinations, or the subset a model override names (``combinations:``)."""
@@ -122,7 +130,7 @@ def load_grid(path: str | os.PathLike, *, data: str | None = None, work: str | N
         model_overrides=dict(g.get("model_overrides", {}) or {}), calibrate=dict(g.get("calibrate", {}) or {}),
         reject=dict(g.get("reject", {}) or {}), synthetic=dict(g.get("synthetic", {}) or {}),
         web=dict(g.get("web", {}) or {}), submission=get(g["submission"]).short if g.get("submission") else None,
-        figures=dict(g.get("figures", {}) or {}), raw=g)
+        figures=dict(g.get("figures", {}) or {}), group=g.get("group", 1), raw=g)
     unknown = sorted(set(grid.model_overrides) - set(grid.models))
     if unknown:
         raise ParamError(f"{path}: model_overrides for models not in the grid: {unknown}")
@@ -134,7 +142,8 @@ def run_params(grid: Grid, model: str, combo: str) -> TrainParams:
     evals = list(grid.eval_sets)
     if grid.submission and grid.submission not in evals:
         evals.append(grid.submission)
-    over = {k: v for k, v in grid.model_overrides.get(model, {}).items() if k not in ("combinations", "reject")}
+    over = {k: v for k, v in grid.model_overrides.get(model, {}).items()
+            if k not in ("combinations", "reject", "group")}
     d = {**grid.train, **over,
          "work": str(grid.work), "model": model, "train": combo, "eval_sets": evals,
          "out": str(grid.results / "runs" / rid)}
@@ -163,6 +172,37 @@ def expand(grid: Grid) -> dict[str, TrainParams]:
                 raise ParamError(f"{grid.path}: two runs share the id {rid}")
             runs[rid] = p
     return runs
+
+
+def groups(grid: Grid, runs: dict[str, TrainParams] | None = None) -> dict[str, list[str]]:
+    """Training jobs that hold several runs: group id → run ids (see :mod:`melanoma.group`).
+
+    Runs of one model whose parameters differ only in ``train``/``out``/``epochs`` and that take
+    the resident loop path are packed, in grid order, ``grid.group_for(model)`` to a job. The id is
+    ``<model>__group<k>`` (k from 1 per model). Runs in no group train alone (rule ``train``).
+    """
+    runs = expand(grid) if runs is None else runs
+    out: dict[str, list[str]] = {}
+    for m in grid.models:
+        size = grid.group_for(m)
+        if size < 2:
+            continue
+        buckets: dict[str, list[str]] = {}
+        for rid, p in runs.items():
+            if p.model != m or p.use_fast or p.loader != "resident":
+                continue
+            d = p.to_dict()
+            for k in ("train", "out", "epochs"):
+                d.pop(k)
+            buckets.setdefault(repr(sorted(d.items())), []).append(rid)
+        k = 0
+        for ids in buckets.values():
+            for s in range(0, len(ids), size):
+                chunk = ids[s:s + size]
+                if len(chunk) > 1:
+                    k += 1
+                    out[f"{m}__group{k}"] = chunk
+    return out
 
 
 def write_run_params(grid: Grid) -> dict[str, Path]:

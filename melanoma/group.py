@@ -37,7 +37,7 @@ from .cache import ImageCache
 from .models import set_train_mode
 from .params import TrainParams
 from .resident import EvalPool, TrainPool, augment, normalise
-from .train import Run, _val_metrics, epoch_order
+from .train import Run, _params_key, _val_metrics, epoch_order
 
 
 class _Segments:
@@ -149,11 +149,32 @@ def train_members(ps: list[TrainParams], *, progress: bool = True, stop_after: i
                   log=print) -> list[Path]:
     """Train runs ``ps`` (one model, loop path) on resident images, sharing each forward pass.
 
-    Returns the run directories, in order. ``stop_after=k`` stops after epoch k as if killed.
+    Returns the run directories, in order. A run whose ``run.json`` says it finished with the same
+    parameters is kept, not retrained (a rerun job holding finished runs redoes only the others).
+    ``stop_after=k`` stops after epoch k as if killed.
     """
     for p in ps:
         p.validate()
     _check_compatible(ps)
+    todo = [p for p in ps if not _finished(p)]
+    for p in ps:
+        if p not in todo:
+            log(f"[train] {Path(p.out).name}: already finished with these parameters (run.json); kept")
+    if todo:
+        _train(todo, progress=progress, stop_after=stop_after, log=log)
+    return [Path(p.out) for p in ps]
+
+
+def _finished(p: TrainParams) -> bool:
+    f = Path(p.out) / "run.json"
+    if not f.is_file():
+        return False
+    from .io import read_json
+
+    return read_json(f).get("params_key") == _params_key(p)
+
+
+def _train(ps: list[TrainParams], *, progress: bool, stop_after: int | None, log) -> None:
     p0 = ps[0]
     runs = [Run(p, log=log) for p in ps]
     dev = runs[0].device
@@ -252,4 +273,3 @@ def train_members(ps: list[TrainParams], *, progress: bool = True, stop_after: i
         if stop_after is not None and epoch + 1 >= stop_after and not all(done):
             log(f"[train] stopping after epoch {epoch + 1} (stop_after)")
             break
-    return [r.out for r in runs]

@@ -66,19 +66,26 @@ def claim_gpu(lock_dir: str | None = None, poll_s: float = 2.0):
         time.sleep(poll_s)
 
 
-def run_notebook(notebook: str | Path, output: str | Path, status: str | Path, *,
+def run_notebook(notebook: str | Path, output: str | Path, status: str | Path | list, *,
                  parameters: dict | None = None, after: list[str | Path] = (),
                  cwd: str | Path | None = None, kernel: str = "python3") -> dict:
+    """Execute ``notebook`` into ``output``; write the result to ``status`` (one file, or a list of
+    files that all get it: a training job holding several runs writes one per run)."""
     import papermill as pm
 
-    output, status = Path(output), Path(status)
+    output = Path(output)
+    statuses = [Path(s) for s in (status if isinstance(status, (list, tuple)) else [status])]
+
+    def record(res: dict) -> dict:
+        for f in statuses:
+            write_json(f, res)
+        return res
+
     for s in after:
         st = read_json(s) if Path(s).is_file() else {"status": "missing"}
         if st.get("status") != "ok":
-            res = {"status": "skipped", "notebook": str(output), "seconds": 0.0,
-                   "error": f"upstream step {s} is {st.get('status')}"}
-            write_json(status, res)
-            return res
+            return record({"status": "skipped", "notebook": str(output), "seconds": 0.0,
+                           "error": f"upstream step {s} is {st.get('status')}"})
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res = {"status": "ok", "notebook": str(output), "error": ""}
@@ -102,5 +109,4 @@ def run_notebook(notebook: str | Path, output: str | Path, status: str | Path, *
                 else:
                     os.environ["CUDA_VISIBLE_DEVICES"] = env_before
     res["seconds"] = round(time.perf_counter() - t0, 3)
-    write_json(status, res)
-    return res
+    return record(res)

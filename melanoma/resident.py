@@ -245,21 +245,11 @@ def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
 
 
 def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    h, s, v = x.unbind(1)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int64) % 6
-    p = (v * (1.0 - s)).clamp(0.0, 1.0)
-    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
-    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
-    sel = [(v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q)]
-    out = []
-    for ch in sel:
-        c = torch.zeros_like(v)
-        for k in range(6):
-            c = torch.where(i == k, ch[k], c)
-        out.append(c)
-    return torch.stack(out, 1)
+    """HSV → RGB as c = v − v·s·clamp(min(k, 4 − k), 0, 1), k = (n + 6h) mod 6, n = 5, 3, 1."""
+    h, s, v = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    n = torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6.0 * h, 6.0)
+    return v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
 
 def _adjust(op: int, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -291,8 +281,8 @@ def augment(pool: TrainPool, rows: torch.Tensor, gen: torch.Generator, size: int
             mean=IMAGENET_MEAN, std=IMAGENET_STD, spec: AugSpec = AugSpec()) -> torch.Tensor:
     """The paper's augmentation of pool images ``rows`` → normalised float32 (B, 3, size, size)."""
     prm = sample_params(pool.sizes[rows], gen, spec)
-    x = pool.images[rows.to(pool.device)].float().div_(255.0)
-    x = color_jitter(geometry(x, prm, size), prm)
+    x = pool.images[rows.to(pool.device)].float()
+    x = color_jitter(geometry(x, prm, size).div_(255.0), prm)  # scale the (smaller) output
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s

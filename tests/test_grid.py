@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from melanoma.datasets import parse_combo
-from melanoma.grid import expand, load_grid, run_id
+from melanoma.grid import expand, groups, load_grid, run_id
 from melanoma.params import ParamError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +91,28 @@ def test_snakemake_dry_run_paper_grid(tmp_path):
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
-    for rule, n in (("train", 1296), ("calibrate", 1296), ("reject", 1296), ("ingest", 11)):
+    for rule, n in (("calibrate", 1296), ("reject", 1296), ("ingest", 11)):
         assert any(line.split()[:2] == [rule, str(n)] for line in out.splitlines()), (rule, out[-2000:])
+    # `group: 6`: 24 models × 9 jobs of 6 combinations, one rule per job
+    grouped = {tuple(line.split()) for line in out.splitlines() if line.startswith("train_")}
+    assert len(grouped) == 216 and all(w[1] == "1" for w in grouped), out[-2000:]
+    assert not any(line.split()[:1] == ["train"] for line in out.splitlines())  # no run trains alone
     assert not (tmp_path / "results" / "runs").exists()  # nothing ran
+
+
+def test_groups_pack_resident_runs_of_one_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path))
+    g = load_grid(REPO / "params" / "paper.yaml")
+    gs = groups(g)
+    assert len(gs) == 24 * 9 and all(len(ids) == 6 for ids in gs.values())
+    assert sorted(r for ids in gs.values() for r in ids) == sorted(expand(g))
+    assert gs["resnet50__group1"][0].startswith("resnet50__")
+    f = tmp_path / "g.yaml"
+    f.write_text("name: t\nmodels: [resnet18, meshnet]\ncombinations: [E, B, A-C]\neval_sets: [ISIC2017]\n"
+                 "train: {freeze: conv, loader: resident, weights: none}\ngroup: 2\n"
+                 "model_overrides: {meshnet: {group: 1}}\n")
+    gs = groups(load_grid(f, work=str(tmp_path / "w"), results=str(tmp_path / "r")))
+    assert gs == {"resnet18__group1": ["resnet18__E", "resnet18__B"]}  # A-C alone; meshnet not grouped
+    f.write_text(f.read_text().replace("group: 2", "group: 0"))
+    with pytest.raises(ParamError, match="group for resnet18 must be an integer >= 1"):
+        groups(load_grid(f, work=str(tmp_path / "w"), results=str(tmp_path / "r")))

@@ -56,6 +56,12 @@ def test_group_equals_separate_runs_and_resumes(synth_work, tmp_path):
         _same(a, b)
         assert pd.read_json(b / "run.json", typ="series")["group"]["size"] == 3
     assert len(pd.read_csv(grp[1] / "history.csv")) == 3  # the longer run went on alone
+    logs.clear()
+    (grp[0] / "run.json").unlink()  # as if the job died before run 0 wrote its outputs
+    torch.save({"key": "other"}, grp[0] / "checkpoint.pt")
+    train_members(ps, progress=False, log=logs.append)
+    assert sum("already finished" in m for m in logs) == 2 and (grp[0] / "run.json").is_file()
+    _same(solo[0], grp[0])
 
 
 def test_grouped_model_shares_frozen_tensors_only(synth_work):

@@ -91,3 +91,30 @@ def test_train_notebook_under_papermill(synth_work, tmp_path):
     images = sum("image/png" in o.get("data", {}) for c in executed.cells if c.cell_type == "code"
                  for o in c.outputs)
     assert images >= 1  # the learning curves
+
+
+@pytest.mark.slow
+def test_train_notebook_runs_a_group_job_with_one_status_per_run(synth_work, tmp_path):
+    """What the workflow's grouped job runs: `melanoma nbrun 02_train … --status S1 S2 -p params_files F1,F2`."""
+    pytest.importorskip("papermill")
+    from melanoma.cli import main
+    from melanoma.io import read_json, write_yaml
+    from melanoma.params import TrainParams
+
+    files, statuses = [], []
+    for combo in ("B", "E"):
+        p = TrainParams.from_dict(dict(work=str(synth_work), out=str(tmp_path / f"resnet18__{combo}"),
+                                       model="resnet18", weights="none", freeze="conv", train=combo,
+                                       eval_sets=["isic2017"], image_size=32, epochs=1, loader="resident"))
+        write_yaml(tmp_path / f"{combo}.yaml", p.to_dict())
+        files.append(str(tmp_path / f"{combo}.yaml"))
+        statuses.append(str(tmp_path / f"status-{combo}.json"))
+    out = tmp_path / "group.ipynb"
+    assert main(["nbrun", str(NOTEBOOKS / "02_train.ipynb"), str(out), "--status", *statuses,
+                 "-p", "params_files", ",".join(files)]) == 0
+    assert [read_json(s)["status"] for s in statuses] == ["ok", "ok"], read_json(statuses[0])
+    for combo in ("B", "E"):
+        run = read_json(tmp_path / f"resnet18__{combo}" / "run.json")
+        assert run["group"]["size"] == 2 and run["loader"] == "resident"
+    assert "resnet18__E" in json.dumps([c.outputs for c in nbformat.read(out, as_version=4).cells
+                                        if c.cell_type == "code"])
