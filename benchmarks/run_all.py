@@ -26,7 +26,8 @@ import common  # noqa: F401
 from common import (HERE, RESULTS, command_line, loadavg, load_note, machine_facts, machine_line,
                     md_table, write_results)
 
-ORDER = ["image_loading", "train_throughput", "oversubscription", "scaling", "demo_breakdown", "projection"]
+ORDER = ["image_loading", "train_throughput", "paper_mode", "oversubscription", "scaling", "demo_breakdown",
+         "projection"]
 
 
 def script_args(name: str, full: bool) -> list[str]:
@@ -34,6 +35,8 @@ def script_args(name: str, full: bool) -> list[str]:
         return [] if full else ["--quick"]
     if name == "train_throughput":
         return ["--sizes", "128,224"] if full else ["--quick"]
+    if name == "paper_mode":
+        return [] if full else ["--quick"]
     if name == "scaling":
         return ["--scales", "0.25,0.5,1,2"] if full else []
     if name == "demo_breakdown":
@@ -55,7 +58,7 @@ def main(argv=None) -> int:
     try:
         for name in names:
             cmd = [sys.executable, str(HERE / f"{name}.py"), "--results", args.results]
-            if name in ("image_loading", "train_throughput", "scaling"):
+            if name in ("image_loading", "train_throughput", "paper_mode", "scaling"):
                 cmd += ["--work", str(work)]
             cmd += script_args(name, args.full)
             print(f"\n===== {name}: {' '.join(cmd)}", flush=True)

@@ -81,7 +81,7 @@ def cmd_train(a) -> int:
     d = {"work": str(a.work), "model": a.model, "train": a.train, "eval_sets": a.eval, "out": str(a.out),
          "weights": a.weights, "freeze": a.freeze, "epochs": a.epochs, "image_size": a.image_size,
          "views": a.views, "seed": a.seed, "workers": a.workers, "device": a.device,
-         "leakage": a.leakage, "select": a.select}
+         "leakage": a.leakage, "select": a.select, "loader": a.loader}
     if a.fast is not None:
         d["fast"] = a.fast
     if a.params:
@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, default=None, help="default: the paper's schedule (30 + 2 per extra dataset)")
     s.add_argument("--image-size", type=int, default=None, help="crop size (default 224)")
     s.add_argument("--views", type=int, default=None, help="fast path: augmented views per training image (default 0)")
+    s.add_argument("--loader", choices=["dataloader", "resident"], default=None,
+                   help="loop path's data: per-image ops on CPU workers (default) or images in device memory")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--fast", dest="fast", action="store_true", default=None, help="force the feature-cache path")
     s.add_argument("--no-fast", dest="fast", action="store_false", help="force the loop path")
