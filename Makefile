@@ -32,10 +32,13 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(PY) -m pytest -q
 
-## Benchmarks (quick settings) → benchmarks/RESULTS.md; `$(PY) benchmarks/run_all.py --full` adds the end-to-end demo.
-.PHONY: bench
+## Benchmarks → benchmarks/RESULTS.md: quick settings; bench-full adds 224 px and the end-to-end demos.
+.PHONY: bench bench-full
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+bench-full: $(STAMP)
+	$(PY) benchmarks/run_all.py --full
 
 clean:
 	rm -rf work results book/_build book/_generated

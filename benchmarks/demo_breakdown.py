@@ -142,13 +142,16 @@ def analyse(results: Path, work: Path, log_dir: Path | None = None, grid_hint: s
                       "status_s": s.get("seconds"), "cells_s": cells,
                       "work_s": rep.get("seconds", work_cell), "work_cell_s": work_cell})
     train_parts = defaultdict(float)
+    shared: dict[str, dict] = {}  # a grouped training job: one notebook (and status time) for its runs
     for run in sorted(p for p in (results / "runs").glob("*") if p.is_dir()):
         for step, nb in NOTEBOOK.items():
             st = run / f"status-{step}.json"
             if not st.is_file():
                 continue
             s = _read(st) or {}
-            cells, work_cell = notebook_cells(run / nb, step)
+            nb_path = Path(s.get("notebook") or run / nb)
+            group = nb_path.parent.name == "groups"
+            cells, work_cell = (None, None) if group and str(nb_path) in shared else notebook_cells(nb_path, step)
             work_s = work_cell
             if step == "train":
                 rj = _read(run / "run.json") or {}
@@ -160,9 +163,15 @@ def analyse(results: Path, work: Path, log_dir: Path | None = None, grid_hint: s
                             train_parts[k] += v
                     train_parts["n_runs"] += 1
                     train_parts["fast_runs"] += rj.get("path") == "fast"
+            if group and str(nb_path) in shared:  # the job's other runs: only their work adds up
+                shared[str(nb_path)]["work_s"] = (shared[str(nb_path)]["work_s"] or 0.0) + (work_s or 0.0)
+                shared[str(nb_path)]["item"] += f",{run.name}"
+                continue
             steps.append({"rule": step, "item": run.name, "status": s.get("status"),
                           "status_s": s.get("seconds") if s.get("status") != "skipped" else None,
                           "cells_s": cells, "work_s": work_s, "work_cell_s": work_cell})
+            if group:
+                shared[str(nb_path)] = steps[-1]
     feats = []
     for done in sorted((work / "features").glob("*/*/done.json")):
         d = _read(done) or {}
@@ -188,7 +197,8 @@ def analyse(results: Path, work: Path, log_dir: Path | None = None, grid_hint: s
     for j in sm["jobs"]:
         if j["rule"] == "all":
             continue
-        r = by_rule.setdefault(j["rule"], {"jobs": 0})
+        rule = "train" if j["rule"].startswith("train_") else j["rule"]  # grouped jobs: train_<group>
+        r = by_rule.setdefault(rule, {"jobs": 0})
         r["snakemake_s"] = r.get("snakemake_s", 0.0) + j["seconds"]
         r["snakemake_jobs"] = r.get("snakemake_jobs", 0) + 1
     return {"results": str(results), "work": str(work), "steps": steps, "features": feats,

@@ -182,29 +182,6 @@ def depthwise_check() -> float | None:
     return (f[("efficientnet_lite0", s)] * LITE0_GFLOPS) / (f[("resnet18", s)] * 1.814)
 
 
-def checkpoint_rate() -> tuple[float | None, str]:
-    """Bytes/s of the fast path's per-epoch work around the head (checkpoint of model + best state),
-    from scaling's combination runs: (runs' train s − head math s) / epochs / runs, against
-    2 × efficientnet_lite0's float32 state size."""
-    d = _section("scaling") or {}
-    c = d.get("combinations") or {}
-    hm = c.get("head_math_s") or {}
-    rows = [r for r in c.get("by_n", []) if r.get("combinations") == 4]
-    if not rows or not hm:
-        return None, "not measured (run scaling.py)"
-    r = rows[0]
-    extra = r["train_s"] - hm.get(str(r["threads"]), min(hm.values()))
-    per_epoch = extra / (c["epochs"] * 4)
-    if per_epoch <= 0:
-        return None, "not measurable"
-    from melanoma.models import build_model
-
-    m = build_model("efficientnet_lite0", weights="none")
-    state = sum(t.numel() * t.element_size() for t in m.state_dict().values())
-    return 2 * state / per_epoch, (f"{per_epoch * 1000:.0f} ms per epoch for efficientnet_lite0 "
-                                   f"({2 * state / 2**20:.0f} MiB written per epoch) in scaling")
-
-
 def project(args) -> dict:
     from melanoma.datasets import parse_combo
     from melanoma.models import paper_models
@@ -256,11 +233,7 @@ def project(args) -> dict:
         rows.append({"model": m, "GFLOPs@224": c["gflops"], "fwd img/s": fwd, "train-step img/s": step,
                      "cost from": c["source"], "probe GPU-h": probe_h, "paper GPU-h": paper_h,
                      "paper, CPU-augmented GPU-h": paper_cap_h})
-    ck_rate, ck_src = checkpoint_rate()
     epochs_total = sum(x["epochs"] for x in per_combo)  # per model
-    ck_h = (sum(2 * costs[m]["params"] * 4 * epochs_total for m in models) / ck_rate / 3600
-            if ck_rate else None)
-    tot["fast_path_checkpoint_h"] = ck_h
     heads_cpu_h = len(models) * train_steps / head_rate / 3600
     tot["heads_cpu_h"] = heads_cpu_h
     if cpu.get("batched_speedup"):
@@ -274,8 +247,7 @@ def project(args) -> dict:
         "train_step_images_per_model": train_steps, "val_forward_images_per_model": val_fwd,
         "head_rate": head_rate, "head_source": head_src, "depthwise_efficiency": args.depthwise_efficiency,
         "depthwise_cpu_check": depthwise_check(), "aug_per_core": aug_per_core, "cpu_cores": args.cpu_cores,
-        "data_cap": data_cap, "cpu_measured": cpu, "checkpoint_bytes_per_s": ck_rate,
-        "checkpoint_source": ck_src, "epochs_per_model": epochs_total}}
+        "data_cap": data_cap, "cpu_measured": cpu, "epochs_per_model": epochs_total}}
 
 
 def main(argv=None):
@@ -327,31 +299,26 @@ def main(argv=None):
         + (f"; on this CPU efficientnet_lite0's forward per FLOP is {A['depthwise_cpu_check']:.2f} × "
            "resnet18's" if A["depthwise_cpu_check"] else "") + ".",
     ]
-    if A["checkpoint_bytes_per_s"]:
-        lines.append(f"Fast path as coded now: every epoch saves a checkpoint holding the whole model "
-                     f"twice (its state and the best state) — {A['epochs_per_model']:,} epochs per "
-                     f"model over the 54 runs, at the rate measured ({A['checkpoint_source']}: "
-                     f"{A['checkpoint_bytes_per_s'] / 2**20:,.0f} MiB/s), with each model's parameter "
-                     "count from torchvision's `meta['num_params']`.")
     if A["data_cap"]:
-        lines.append(f"CPU-augmented variant: {A['cpu_cores']} cores × {A['aug_per_core']:.0f} img/s "
-                     f"(measured per core: cache read + the paper's augmentation at 224 px) = "
-                     f"{A['data_cap']:,.0f} img/s at most into the GPU.")
+        lines.append(f"CPU-augmented variant (`loader: dataloader`): {A['cpu_cores']} cores × "
+                     f"{A['aug_per_core']:.0f} img/s (measured per core: cache read + the paper's "
+                     f"augmentation at 224 px) = {A['data_cap']:,.0f} img/s at most into the GPU. The "
+                     "*paper GPU-h* column is `loader: resident` (images in GPU memory, augmentation "
+                     "batched on the GPU), counting the network only: the augmentation's own GPU time "
+                     "is not measured here (no GPU was lent).")
     print("Assumptions:\n  - " + "\n  - ".join(lines))
     print()
     print_table(r["rows"], nd=1)
     summary = (f"**Paper mode (`freeze: conv`): {T['paper_gpu_h']:,.0f} GPU-hours "
                f"({T['paper_gpu_h'] / 24:,.1f} days on one GPU)"
-               + (f"; {T['paper_data_bound_h']:,.0f} h if augmentation runs on the CPU cores"
+               + (f"; {T['paper_data_bound_h']:,.0f} h if augmentation runs on the CPU cores "
+                  "(`loader: dataloader`)"
                   if A["data_cap"] else "")
                + f". Linear probe: {T['probe_gpu_h']:,.1f} GPU-hours of feature extraction + "
                f"{T['heads_cpu_h']:,.1f} CPU-hours of heads one at a time"
                + (f" ({T['heads_cpu_h_batched']:,.1f} with all heads of a backbone batched, at the "
                   "speed-up measured in train_throughput part C)" if T.get("heads_cpu_h_batched") else "")
                + " — on a GPU machine's 16 cores about 1/16 of that in wall time"
-               + (f"; plus {T['fast_path_checkpoint_h']:,.1f} h of per-epoch checkpoints of the whole "
-                  "model as the fast path is coded now (checkpointing only the head removes them)"
-                  if T.get("fast_path_checkpoint_h") else "")
                + ". "
                f"Paper / probe (GPU) = ×{T['ratio_paper_over_probe']:,.0f}.**")
     if A["data_cap"]:

@@ -26,8 +26,8 @@ import common  # noqa: F401
 from common import (HERE, RESULTS, command_line, loadavg, load_note, machine_facts, machine_line,
                     md_table, write_results)
 
-ORDER = ["image_loading", "train_throughput", "paper_mode", "oversubscription", "scaling", "demo_breakdown",
-         "projection"]
+ORDER = ["image_loading", "train_throughput", "paper_mode", "oversubscription", "scaling", "group_jobs",
+         "demo_breakdown", "projection"]
 
 
 def script_args(name: str, full: bool) -> list[str]:
@@ -35,7 +35,7 @@ def script_args(name: str, full: bool) -> list[str]:
         return [] if full else ["--quick"]
     if name == "train_throughput":
         return ["--sizes", "128,224"] if full else ["--quick"]
-    if name == "paper_mode":
+    if name in ("paper_mode", "group_jobs"):
         return [] if full else ["--quick"]
     if name == "scaling":
         return ["--scales", "0.25,0.5,1,2"] if full else []
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     try:
         for name in names:
             cmd = [sys.executable, str(HERE / f"{name}.py"), "--results", args.results]
-            if name in ("image_loading", "train_throughput", "paper_mode", "scaling"):
+            if name in ("image_loading", "train_throughput", "paper_mode", "scaling", "group_jobs"):
                 cmd += ["--work", str(work)]
             cmd += script_args(name, args.full)
             print(f"\n===== {name}: {' '.join(cmd)}", flush=True)

@@ -39,7 +39,7 @@ class Grid:
     web: dict[str, Any] = field(default_factory=dict)
     submission: str | None = None  # dataset whose unlabelled test split makes the SIIM-ISIC CSV
     figures: dict[str, Any] = field(default_factory=dict)
-    group: int = 1                 # runs of one model per training job (resident loop path only)
+    group: int = 1                 # runs of one model per training job (fast or resident loop path)
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -178,7 +178,8 @@ def groups(grid: Grid, runs: dict[str, TrainParams] | None = None) -> dict[str, 
     """Training jobs that hold several runs: group id → run ids (see :mod:`melanoma.group`).
 
     Runs of one model whose parameters differ only in ``train``/``out``/``epochs`` and that take
-    the resident loop path are packed, in grid order, ``grid.group_for(model)`` to a job. The id is
+    the fast path or the resident loop path are packed, in grid order, ``grid.group_for(model)`` to
+    a job. The id is
     ``<model>__group<k>`` (k from 1 per model). Runs in no group train alone (rule ``train``).
     """
     runs = expand(grid) if runs is None else runs
@@ -189,7 +190,7 @@ def groups(grid: Grid, runs: dict[str, TrainParams] | None = None) -> dict[str, 
             continue
         buckets: dict[str, list[str]] = {}
         for rid, p in runs.items():
-            if p.model != m or p.use_fast or p.loader != "resident":
+            if p.model != m or not (p.use_fast or p.loader == "resident"):
                 continue
             d = p.to_dict()
             for k in ("train", "out", "epochs"):

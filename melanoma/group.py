@@ -17,7 +17,9 @@ train equally *in distribution*), and the larger batch may change floating-point
 :func:`train_members` is the loop. Every run keeps its own run directory, checkpoint and outputs,
 exactly as :func:`melanoma.train.train_run` writes them (``run.json`` says ``"group"``); a killed
 group resumes each run from its own checkpoint, and runs with fewer epochs (the paper's schedule:
-30 + 2 per extra dataset) leave the group when they finish.
+30 + 2 per extra dataset) leave the group when they finish. A job may also hold several fast-path
+runs (cached features, ``freeze="backbone"``): they train one after another in one process, which
+saves each run's process, kernel and ``import torch`` start-up.
 """
 
 from __future__ import annotations
@@ -118,8 +120,10 @@ def _check_compatible(ps: list[TrainParams]) -> None:
         vals = {repr(getattr(p, name)) for p in ps}
         if len(vals) > 1:
             raise ValueError(f"runs trained together must share {name!r}; got {sorted(vals)}")
-    if any(p.use_fast for p in ps):
-        raise ValueError("the resident loop path is for freeze='conv' | 'none' (the fast path caches features)")
+    if len({p.use_fast for p in ps}) > 1:
+        raise ValueError("runs trained together are all on the fast path or all on the loop path")
+    if not ps[0].use_fast and any(p.loader != "resident" for p in ps):
+        raise ValueError("loop-path runs trained together need loader='resident'")
     outs = [str(Path(p.out).resolve()) for p in ps]
     if len(set(outs)) < len(outs):
         raise ValueError("runs trained together need distinct run directories")
@@ -147,7 +151,11 @@ def _predict(run: Run, pool: EvalPool, rows: torch.Tensor, batch: int) -> torch.
 
 def train_members(ps: list[TrainParams], *, progress: bool = True, stop_after: int | None = None,
                   log=print) -> list[Path]:
-    """Train runs ``ps`` (one model, loop path) on resident images, sharing each forward pass.
+    """Train runs ``ps`` of one model in this process.
+
+    Loop path (``loader="resident"``): on resident images, sharing each forward pass. Fast path
+    (cached features): one after another — a grouped job then pays the process, kernel and
+    ``import torch`` start-up once instead of once per run (``benchmarks/group_jobs.py``).
 
     Returns the run directories, in order. A run whose ``run.json`` says it finished with the same
     parameters is kept, not retrained (a rerun job holding finished runs redoes only the others).
@@ -160,8 +168,13 @@ def train_members(ps: list[TrainParams], *, progress: bool = True, stop_after: i
     for p in ps:
         if p not in todo:
             log(f"[train] {Path(p.out).name}: already finished with these parameters (run.json); kept")
-    if todo:
-        _train(todo, progress=progress, stop_after=stop_after, log=log)
+    if todo and todo[0].use_fast:  # one after another, in this one process
+        from .train import train_run
+
+        for p in todo:
+            train_run(p, progress=progress, stop_after=stop_after, log=log)
+    elif todo:
+        train_resident(todo, progress=progress, stop_after=stop_after, log=log)
     return [Path(p.out) for p in ps]
 
 
@@ -174,7 +187,9 @@ def _finished(p: TrainParams) -> bool:
     return read_json(f).get("params_key") == _params_key(p)
 
 
-def _train(ps: list[TrainParams], *, progress: bool, stop_after: int | None, log) -> None:
+def train_resident(ps: list[TrainParams], *, progress: bool = True, stop_after: int | None = None,
+                   log=print) -> list[Path]:
+    """The resident loop: train runs ``ps`` (checked compatible) together; returns their directories."""
     p0 = ps[0]
     runs = [Run(p, log=log) for p in ps]
     dev = runs[0].device
@@ -273,3 +288,4 @@ def _train(ps: list[TrainParams], *, progress: bool, stop_after: int | None, log
         if stop_after is not None and epoch + 1 >= stop_after and not all(done):
             log(f"[train] stopping after epoch {epoch + 1} (stop_after)")
             break
+    return [r.out for r in runs]

@@ -163,9 +163,10 @@ def aggregate(grid: Grid) -> tuple[pd.DataFrame, pd.DataFrame]:
                      **{f"status_{s}": st[s].get("status", "") for s in st},
                      "failed_step": failed,
                      "error": st[failed].get("error", "") if failed else "",
-                     "notebook": st[failed].get("notebook", "") if failed else str(rd / "02_train.ipynb"),
+                     "notebook": st[failed].get("notebook", "") if failed else
+                     st["train"].get("notebook") or str(rd / "02_train.ipynb"),  # a grouped job's: shared
                      "run_dir": str(rd),
-                     "train_seconds": _num(st["train"].get("seconds"))})
+                     "train_seconds": _num(st["train"].get("seconds"))})  # a grouped job: the whole job's
         r = run_rows(grid, rid, rd)
         rows += r
         if r:

@@ -206,7 +206,7 @@ class Run:
     up ``checkpoint.pt`` when it belongs to the same parameters; :meth:`end_epoch` records an epoch
     (history, best state, an atomic checkpoint) and :meth:`finish` writes the run's outputs. The
     epoch loops that drive it: :func:`train_run` (one run: fast or DataLoader path) and
-    :func:`melanoma.group.train_members` (resident images, one run or several sharing a backbone).
+    :func:`melanoma.group.train_resident` (resident images, one run or several sharing a backbone).
     """
 
     def __init__(self, p: TrainParams, *, log=print):
@@ -356,13 +356,13 @@ def train_run(p: TrainParams, *, progress: bool = True, stop_after: int | None =
     """Train one model on one combination and score the evaluation sets. Resumable.
 
     ``stop_after=k`` stops after epoch k as if killed (the checkpoint stays): used by tests.
-    ``loader="resident"`` (loop path) runs :func:`melanoma.group.train_members` with this one run.
+    ``loader="resident"`` (loop path) runs :func:`melanoma.group.train_resident` with this one run.
     """
     p.validate()
     if not p.use_fast and p.loader == "resident":
-        from .group import train_members
+        from .group import train_resident
 
-        return train_members([p], progress=progress, stop_after=stop_after, log=log)[0]
+        return train_resident([p], progress=progress, stop_after=stop_after, log=log)[0]
     r = Run(p, log=log)
     model, opt, device = r.model, r.opt, r.device
     cache = ImageCache(Path(p.work) / "cache", p.cache_size)

@@ -54,6 +54,9 @@ def test_demo_grid(tmp_path):
     assert {p.model for p in runs.values()} >= {"efficientnet_lite0"}
     assert g.web["run"] in runs
     assert g.figures["calibration_single"] in runs and g.figures["calibration_combined"] in runs
+    gs = groups(g, runs)  # the fast-path runs of a model train in one job; MeshNet (loop) alone
+    assert sorted(len(ids) for ids in gs.values()) == [4, 6]
+    assert not any(runs[r].model == "meshnet_s4" for ids in gs.values() for r in ids)
 
 
 def test_bad_grid_files_are_clear(tmp_path):
