@@ -16,9 +16,10 @@ workflow leaves behind:
 Overhead of a notebook step = status seconds − work seconds, split into *kernel + papermill*
 (status − sum of cell durations) and *other cells* (imports, plots, tables).
 
-``--run``: run the demo grid end to end twice into a temporary folder through Snakemake — once as
-it is and once with ``fast: false`` for efficientnet_lite0 (the loop path: no feature cache), both
-with 3 epochs so they are short and comparable — then analyse both and report the ratio. Slow
+``--run``: run the demo grid end to end three times into a temporary folder through Snakemake —
+as it is; with ``fast: false`` for efficientnet_lite0 (the loop path: no feature cache); and as it
+is but with ``group: 1`` (one training job per run: the before of grouped jobs) — all with 3
+epochs so they are short and comparable — then analyse them and report the ratios. Slow
 (minutes): not part of ``make bench`` unless ``run_all.py --full``.
 
     .venv/bin/python benchmarks/demo_breakdown.py [--results results/demo --work work]
@@ -271,7 +272,7 @@ def report(a: dict, title: str) -> str:
 
 def variant_grid(src: Path, dst_dir: Path, *, name: str, fast_lite0: bool, epochs: int,
                  scale: float | None, models: list[str] | None = None,
-                 combos: list[str] | None = None) -> Path:
+                 combos: list[str] | None = None, group: int | None = None) -> Path:
     from melanoma.io import read_yaml, write_yaml
 
     g = read_yaml(src)
@@ -286,6 +287,8 @@ def variant_grid(src: Path, dst_dir: Path, *, name: str, fast_lite0: bool, epoch
     if scale is not None:
         g["synthetic"] = {**(g.get("synthetic") or {}), "scale": scale}
     g["train"] = {**g.get("train", {}), "epochs": epochs}
+    if group is not None:
+        g["group"] = group
     over = {m: dict(v) for m, v in (g.get("model_overrides") or {}).items()}
     for m, v in over.items():
         if "epochs" in v:
@@ -321,22 +324,23 @@ def run_both(args) -> dict:
     out = {"grid": str(src), "epochs": args.epochs, "scale": args.scale, "models": args.models,
            "combos": args.combos, "variants": {}}
     try:
-        for name, fast in (("cache", True), ("loop", False)):
+        for name, fast, group in (("cache", True, None), ("loop", False, None), ("ungrouped", True, 1)):
             d = base / name
             if d.exists():
                 shutil.rmtree(d)
             d.mkdir(parents=True)
             gf = variant_grid(src, d, name=name, fast_lite0=fast, epochs=args.epochs, scale=args.scale,
                               models=args.models.split(",") if args.models else None,
-                              combos=args.combos.split(";") if args.combos else None)
+                              combos=args.combos.split(";") if args.combos else None, group=group)
             r = run_variant(gf, d)
             r["analysis"] = analyse(d / "results", d / "work", d / ".snakemake" / "log")
             out["variants"][name] = r
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
-    c, lp = out["variants"]["cache"], out["variants"]["loop"]
+    c, lp, ug = out["variants"]["cache"], out["variants"]["loop"], out["variants"]["ungrouped"]
     out["ratio_cache_over_loop"] = c["wall_s"] / lp["wall_s"]
+    out["ratio_ungrouped_over_grouped"] = ug["wall_s"] / c["wall_s"]
     return out
 
 
@@ -349,7 +353,8 @@ def main(argv=None):
     ap.add_argument("--demo-work", default=str(REPO / "work"), help="its work folder (default work)")
     ap.add_argument("--snakemake-logs", default=str(REPO / ".snakemake" / "log"))
     ap.add_argument("--grid", default="params/demo.yaml", help="grid file (--run; and the log filter)")
-    ap.add_argument("--run", action="store_true", help="run the demo twice (cache / no cache): slow")
+    ap.add_argument("--run", action="store_true",
+                    help="run the demo three times (cache / no cache / cache with one job per run): slow")
     ap.add_argument("--epochs", type=int, default=3, help="(--run) epochs of every run")
     ap.add_argument("--scale", type=float, default=None, help="(--run) synthetic scale (default: the grid's)")
     ap.add_argument("--models", default=None, help="(--run) only these models of the grid (comma list)")
@@ -375,7 +380,7 @@ def main(argv=None):
         body += (f"**End to end, `--run`**: `{Path(r['grid']).name}` from nothing (SYNTHETIC replicas"
                  f"{at_scale}"
                  f" → ingest → features → train → calibrate → reject → report → book) with "
-                 f"{r['epochs']} epochs for every run, twice in one invocation, each into its own "
+                 f"{r['epochs']} epochs for every run, three times in one invocation, each into its own "
                  "temporary work/results/book folders: *with cache* as the grid is (efficientnet_lite0 "
                  "on the fast path), *without* with `fast: false` for efficientnet_lite0 (the loop path; "
                  "the MeshNet run is the loop path in both).\n\n")
@@ -390,8 +395,19 @@ def main(argv=None):
         body += report(c["analysis"], "with cache")
         body += "\n*Without cache*, per rule:\n\n"
         body += report(lp["analysis"], "without cache")
+        ug = r["variants"]["ungrouped"]
+        tg, tu = totals(c["analysis"]), totals(ug["analysis"])
+        body += (f"\n**Grouped training jobs, before / after** — the *with cache* demo once more with "
+                 f"`group: 1` (*before*: one training job, one process and one notebook per run, "
+                 f"{tu['n_notebooks']} notebooks) against the grid's `group: 6` (*after*: a model's "
+                 f"fast-path runs in one job, {tg['n_notebooks']} notebooks): wall **{ug['wall_s']:.0f} s "
+                 f"→ {c['wall_s']:.0f} s (before / after = {r['ratio_ungrouped_over_grouped']:.2f})**; "
+                 f"notebook overhead {tu['notebook_overhead_s']:.0f} s → {tg['notebook_overhead_s']:.0f} s "
+                 f"(exit {ug['rc']}).\n\n*Before* (`group: 1`), per rule:\n\n")
+        body += report(ug["analysis"], "with cache, one job per run")
         print(f"\ndemo with cache / without = {c['wall_s']:.0f} / {lp['wall_s']:.0f} s = "
-              f"{r['ratio_cache_over_loop']:.2f}")
+              f"{r['ratio_cache_over_loop']:.2f}; one job per run / grouped = {ug['wall_s']:.0f} / "
+              f"{c['wall_s']:.0f} s = {r['ratio_ungrouped_over_grouped']:.2f}")
     res, work = Path(args.demo_results), Path(args.demo_work)
     if res.is_dir():
         a = analyse(res, work, Path(args.snakemake_logs), grid_hint=Path(args.grid).name)

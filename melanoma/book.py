@@ -258,14 +258,20 @@ def figures(grid: Grid, summary: pd.DataFrame, chosen) -> None:
 
 
 def aurc_table(summary: pd.DataFrame) -> str:
-    s = summary[summary["phase"] == "before"].sort_values(["eval_set", "aurc"])
-    if s.empty or "aurc" not in s:
+    if "aurc" not in summary:
         return "_No AURC results._\n"
+    s = summary[summary["phase"] == "before"].sort_values(["eval_set", "aurc"])
+    if s.empty:
+        return "_No AURC results._\n"
+
+    def col(name: str) -> pd.Series:  # CI columns are absent when no run had a bootstrap
+        return s[name] if name in s else pd.Series(np.nan, index=s.index)
+
     t = pd.DataFrame({"Test set": [get(e).name for e in s["eval_set"]], "Network": s["model"],
                       "Train sets": "[" + s["train"] + "]",
                       "AURC": [fmt_ci(a, lo, hi, pct=False) for a, lo, hi in
-                               zip(s["aurc"], s.get("aurc_low", np.nan), s.get("aurc_high", np.nan))],
-                      "E-AURC": [fmt(v, pct=False) for v in s["eaurc"]], "Run": "`" + s["run_id"] + "`"})
+                               zip(s["aurc"], col("aurc_low"), col("aurc_high"))],
+                      "E-AURC": [fmt(v, pct=False) for v in col("eaurc")], "Run": "`" + s["run_id"] + "`"})
     return ("AURC (area under the risk–coverage curve, lower is better) and E-AURC (its excess over an "
             "oracle ordering), test splits, with 95 % bootstrap CIs.\n\n" + _md_table(t))
 

@@ -179,8 +179,9 @@ def groups(grid: Grid, runs: dict[str, TrainParams] | None = None) -> dict[str, 
 
     Runs of one model whose parameters differ only in ``train``/``out``/``epochs`` and that take
     the fast path or the resident loop path are packed, in grid order, ``grid.group_for(model)`` to
-    a job. The id is
-    ``<model>__group<k>`` (k from 1 per model). Runs in no group train alone (rule ``train``).
+    a job, with the id ``<model>__group<k>`` (k from 1 per model). Runs in no group train alone
+    (rule ``train``). A job that fails marks all its runs failed; rerun, it retrains only those
+    without a finished ``run.json``.
     """
     runs = expand(grid) if runs is None else runs
     out: dict[str, list[str]] = {}

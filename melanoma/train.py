@@ -249,6 +249,7 @@ class Run:
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=p.step_size, gamma=p.gamma)
         self.trained: torch.nn.Module = self.model  # what end_epoch checkpoints (the head on the fast path)
         self.feat_facts: list = []
+        self.extra: dict = {}  # more run.json fields (a grouped run: its group)
         self.history: list[dict] = []
         self.best_state, self.best_score, self.start = None, None, 0
         self.key = _params_key(p)
@@ -343,7 +344,7 @@ class Run:
                           for ds in sorted(set(combo.datasets) | set(p.eval_sets))},
             "params_key": self.key,
         }
-        run.update(getattr(self, "extra", {}))
+        run.update(self.extra)
         write_json(out / "run.json", run)
         self.ck_path.unlink(missing_ok=True)
         self.log(f"[train] done: best epoch {best['epoch']} ({p.select} {best[p.select]:.4f}); "
