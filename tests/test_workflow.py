@@ -32,6 +32,7 @@ combinations: [E, B, A-C]
 eval_sets: [ISIC2017, ISIC2018]
 submission: ISIC2020
 train: {{weights: imagenet, freeze: backbone, epochs: 6, image_size: 96, views: 1, seed: 0}}
+group: 2                   # E and B train in one grouped job (rule train_<group>), A-C alone (rule train)
 calibrate: {{bins: 10, bootstrap: 50}}
 reject: {{mode: absolute, grid: "0:0.2:0.02", min_coverage: 0.8, bootstrap: 50}}
 figures: {{calibration_single: efficientnet_lite0__E, calibration_combined: efficientnet_lite0__ABC}}
@@ -73,9 +74,16 @@ def test_summary_has_every_run_and_phase(uninterrupted):
     assert ph["synthetic"].all()
     lb = s[s["phase"] == "leaderboard"]
     assert len(lb) == 3 and lb["auc"].between(0, 1).all()  # Table 2 from held-out synthetic labels
-    for rid in runs["run_id"]:  # executed notebooks kept beside the outputs
-        for nb in ("02_train.ipynb", "03_calibrate.ipynb", "04_reject.ipynb"):
+    for rid in runs["run_id"]:  # executed notebooks kept beside the outputs (a grouped job's: one)
+        for nb in ("03_calibrate.ipynb", "04_reject.ipynb"):
             assert (uninterrupted / "results" / "runs" / rid / nb).is_file()
+        assert Path(runs.set_index("run_id").loc[rid, "notebook"]).is_file()
+    grouped = sorted((uninterrupted / "results" / "groups").glob("*.ipynb"))
+    assert [g.name for g in grouped] == ["efficientnet_lite0__group1.ipynb"]
+    assert (uninterrupted / "results" / "runs" / "efficientnet_lite0__ABC" / "02_train.ipynb").is_file()
+    for rid in ("efficientnet_lite0__E", "efficientnet_lite0__B"):
+        run = __import__("json").loads((uninterrupted / "results" / "runs" / rid / "status-train.json").read_text())
+        assert run["notebook"] == str(grouped[0]) and run["status"] == "ok"
         assert (uninterrupted / "results" / "runs" / rid / "submission.csv").is_file()
 
 
