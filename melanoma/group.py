@@ -268,9 +268,9 @@ def train_resident(ps: list[TrainParams], *, progress: bool = True, stop_after: 
             for k, lg, y in zip(members, logits.split(counts), ys):
                 lk = F.cross_entropy(lg, y)
                 loss = loss + lk
-                st = stats[k]
-                st[0] += float(lk.detach()) * len(y)
-                st[1] += int((lg.argmax(1) == y).sum())
+                st = stats[k]  # summed on the device: no host sync per step
+                st[0] = st[0] + lk.detach() * len(y)
+                st[1] = st[1] + (lg.argmax(1) == y).sum()
                 st[2] += len(y)
             for k in members:
                 runs[k].opt.zero_grad(set_to_none=True)
@@ -281,7 +281,7 @@ def train_resident(ps: list[TrainParams], *, progress: bool = True, stop_after: 
         for k in active:
             r = runs[k]
             vm = _val_metrics(_predict(r, epool, r.rows_va, max(bs, 64)), r.y_va)
-            ls, corr, n = stats[k]
+            ls, corr, n = float(stats[k][0]), int(stats[k][1]), stats[k][2]
             r.end_epoch(epoch, lrs[k], ls / max(n, 1), corr / max(n, 1), n, vm, dt)
             if epoch + 1 == r.n_epochs:
                 finish(k)

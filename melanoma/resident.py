@@ -268,12 +268,13 @@ def _adjust(op: int, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 def color_jitter(x: torch.Tensor, prm: AugParams) -> torch.Tensor:
     """Brightness, contrast, saturation and hue with per-image factors, in a per-image order."""
     factors = (prm.brightness, prm.contrast, prm.saturation, prm.hue)
-    order = prm.order.to(x.device)
     for stage in range(4):
         for op in range(4):
-            m = order[:, stage] == op
-            if bool(m.any()):
-                x[m] = _adjust(op, x[m], factors[op].to(x.device)[m])
+            # which images apply op at this stage: decided on the host (no device sync per op)
+            idx = torch.nonzero(prm.order[:, stage] == op).squeeze(1)
+            if len(idx):
+                dev_idx = idx.to(x.device)
+                x[dev_idx] = _adjust(op, x[dev_idx], factors[op][idx])
     return x
 
 
