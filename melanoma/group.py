@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from .cache import ImageCache
 from .models import set_train_mode
 from .params import TrainParams
-from .resident import EvalPool, TrainPool, augment, normalise
-from .train import Run, _params_key, _val_metrics, epoch_order
+from .resident import EvalPool, TrainPool, augment, check_fits, normalise, pool_bytes
+from .train import Run, _file_sha, _git_commit, _params_key, _val_metrics, epoch_order
 
 
 class _Segments:
@@ -51,7 +51,11 @@ class _Segments:
 
 
 class PerRun(nn.Module):
-    """Each run's own copy of one module; applies run k's copy to run k's slice of the batch."""
+    """Each run's own copy of one module; applies run k's copy to run k's slice of the batch.
+
+    Assumes the module sees the batch on dimension 0, as every registered CNN's BatchNorm and
+    Linear layers do; an input whose first dimension is not the runs' total is an error. (A model
+    with sequence-first layers would need a check of its own before it is grouped.)"""
 
     def __init__(self, name: str, mods: list[nn.Module], seg: _Segments):
         super().__init__()
@@ -158,7 +162,8 @@ def train_members(ps: list[TrainParams], *, progress: bool = True, stop_after: i
     ``import torch`` start-up once instead of once per run (``benchmarks/group_jobs.py``).
 
     Returns the run directories, in order. A run whose ``run.json`` says it finished with the same
-    parameters is kept, not retrained (a rerun job holding finished runs redoes only the others).
+    parameters, code commit and manifests is kept, not retrained (a rerun job holding finished runs
+    redoes only the others; delete a run's ``run.json`` to force it).
     ``stop_after=k`` stops after epoch k as if killed.
     """
     for p in ps:
@@ -179,12 +184,18 @@ def train_members(ps: list[TrainParams], *, progress: bool = True, stop_after: i
 
 
 def _finished(p: TrainParams) -> bool:
+    """``run.json`` exists and was made from these parameters, this code and these manifests (a
+    re-ingested dataset, or another commit, retrains the run as a solo rerun would)."""
     f = Path(p.out) / "run.json"
     if not f.is_file():
         return False
     from .io import read_json
 
-    return read_json(f).get("params_key") == _params_key(p)
+    run = read_json(f)
+    manifests = run.get("manifests") or {}
+    return (run.get("params_key") == _params_key(p) and run.get("git_commit") == _git_commit()
+            and bool(manifests)
+            and all(_file_sha(Path(p.work) / ds / "manifest.parquet") == sha for ds, sha in manifests.items()))
 
 
 def train_resident(ps: list[TrainParams], *, progress: bool = True, stop_after: int | None = None,
@@ -198,8 +209,12 @@ def train_resident(ps: list[TrainParams], *, progress: bool = True, stop_after: 
     size = p0.image_size
     ev_keys = [k for r in runs for k in [*r.combo.val["content_hash"], *r.ev.get("content_hash", [])]]
     tr_keys = [k for r in runs for k in r.combo.train["content_hash"]]
-    pool = TrainPool(tr_keys, cache, dev) if p0.augment else None
-    epool = EvalPool(ev_keys + ([] if p0.augment else tr_keys), cache, size, p0.eval_resize, dev)
+    ev_keys += [] if p0.augment else tr_keys
+    # both pools against one reading of the free memory, before either is allocated
+    check_fits(pool_bytes(tr_keys if p0.augment else [], ev_keys, cache, size), dev,
+               f"the resident images of {len(runs)} run(s) of {p0.model}")
+    pool = TrainPool(tr_keys, cache, dev, check=False) if p0.augment else None
+    epool = EvalPool(ev_keys, cache, size, p0.eval_resize, dev, check=False)
     t_pool = time.perf_counter() - t
     for r in runs:
         r.resume()
@@ -207,8 +222,9 @@ def train_resident(ps: list[TrainParams], *, progress: bool = True, stop_after: 
         r.rows_va = epool.rows(r.combo.val["content_hash"])
         r.rows_ev = epool.rows(r.ev["content_hash"]) if len(r.ev) else torch.zeros(0, dtype=torch.long)
         r.timings["resident_pool"] = t_pool
-        r.extra = {"group": {"size": len(runs), "runs": [Path(q.out).name for q in ps],
-                             "pool_mib": round(((pool.nbytes if pool else 0) + epool.nbytes) / 2**20, 1)}}
+        r.extra = {"resident_pool_mib": round(((pool.nbytes if pool else 0) + epool.nbytes) / 2**20, 1)}
+        if len(runs) > 1:
+            r.extra["group"] = {"size": len(runs), "runs": [Path(q.out).name for q in ps]}
     grouped = GroupedModel([r.model for r in runs]) if len(runs) > 1 else None
     if len(runs) > 1:
         log(f"[group] {len(runs)} runs of {p0.model} share one forward pass; per-run modules: "

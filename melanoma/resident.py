@@ -23,12 +23,14 @@ own seed only — not on what else shares the device (see :mod:`melanoma.group`)
 
 Differences from torchvision's per-image pipeline, by design (``tests/test_resident.py`` pins the
 rest to torchvision's own functional ops): one bilinear resampling instead of two (crop-resize,
-then a nearest-neighbour rotation), no antialiasing on the crop's at most ~1.14× downscale, and
+then a nearest-neighbour rotation), no antialiasing when the crop is larger than the output (up to
+~1.5× for a full-width crop of a 4:3 cache image at 224 px; torchvision's resize antialiases), and
 float arithmetic throughout (torchvision rounds to uint8 after every op on uint8 images).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -48,22 +50,49 @@ class ResidentMemoryError(MemoryError):
 
 
 def available_bytes(device: torch.device) -> int:
-    """Free memory on ``device`` (CUDA: ``mem_get_info``; otherwise the host's available RAM)."""
+    """Free memory on ``device`` (CUDA: ``mem_get_info``; otherwise the host's MemAvailable)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not POSIX: do not block
         return 1 << 62
 
 
-def _check_fits(nbytes: int, device: torch.device, what: str, share: float = 0.5) -> None:
+def check_fits(nbytes: int, device: torch.device, what: str, share: float = 0.5) -> None:
+    """Refuse (clearly) to hold ``nbytes`` of images when that exceeds ``share`` of the free memory:
+    the rest is for the model, its activations, gradients and optimiser state."""
+    device = torch.device(device)
     free = available_bytes(device)
     if nbytes > share * free:
         raise ResidentMemoryError(
             f"{what} needs {nbytes / 2**30:.2f} GiB, more than {share:.0%} of the "
             f"{free / 2**30:.2f} GiB free on {device}; use loader='dataloader' (images streamed "
-            f"from the cache) or a smaller cache_size")
+            f"from the cache), a smaller group or a smaller cache_size")
+
+
+def _shapes(keys: list[str], cache: ImageCache) -> np.ndarray:
+    shapes = [np.load(cache.path(k), mmap_mode="r").shape if k in cache else None for k in keys]
+    missing = [k for k, s in zip(keys, shapes) if s is None]
+    if missing:
+        raise KeyError(f"{len(missing)} image(s) are not in the cache {cache.dir} (first: "
+                       f"{missing[0]}); run `melanoma ingest` first")
+    return np.array([s[:2] for s in shapes], dtype=np.int64).reshape(-1, 2)
+
+
+def pool_bytes(train_keys, eval_keys, cache: ImageCache, size: int) -> int:
+    """What :class:`TrainPool` (``train_keys``) and :class:`EvalPool` (``eval_keys``) will hold."""
+    tk, ek = list(dict.fromkeys(train_keys)), list(dict.fromkeys(eval_keys))
+    hw = _shapes(tk, cache) if tk else np.zeros((0, 2), np.int64)
+    train = len(tk) * 3 * int(hw[:, 0].max()) * int(hw[:, 1].max()) if len(hw) else 0
+    return train + len(ek) * 3 * size * size
 
 
 # ------------------------------------------------------------------------------------- pools
@@ -71,20 +100,16 @@ def _check_fits(nbytes: int, device: torch.device, what: str, share: float = 0.5
 class TrainPool:
     """Cache images, zero-padded into one uint8 (N, 3, Hmax, Wmax) tensor on ``device``."""
 
-    def __init__(self, keys, cache: ImageCache, device: torch.device | str = "cpu"):
+    def __init__(self, keys, cache: ImageCache, device: torch.device | str = "cpu", *, check: bool = True):
         self.keys = list(dict.fromkeys(keys))  # unique, in first-seen order
         self.index = {k: i for i, k in enumerate(self.keys)}
         self.device = torch.device(device)
-        shapes = [np.load(cache.path(k), mmap_mode="r").shape if k in cache else None for k in self.keys]
-        missing = [k for k, s in zip(self.keys, shapes) if s is None]
-        if missing:
-            raise KeyError(f"{len(missing)} image(s) are not in the cache {cache.dir} (first: "
-                           f"{missing[0]}); run `melanoma ingest` first")
-        hw = np.array([s[:2] for s in shapes], dtype=np.int64).reshape(-1, 2)
+        hw = _shapes(self.keys, cache)
         self.hmax, self.wmax = (int(hw[:, 0].max()), int(hw[:, 1].max())) if len(hw) else (1, 1)
         self.nbytes = len(self.keys) * 3 * self.hmax * self.wmax
-        _check_fits(self.nbytes, self.device, f"the resident training pool ({len(self.keys)} images, "
-                                              f"padded to {self.hmax}×{self.wmax})")
+        if check:  # (train_resident checks both pools at once instead)
+            check_fits(self.nbytes, self.device, f"the resident training pool ({len(self.keys)} images, "
+                                                 f"padded to {self.hmax}×{self.wmax})")
         host = torch.zeros((len(self.keys), 3, self.hmax, self.wmax), dtype=torch.uint8)
         for i, k in enumerate(self.keys):
             a = torch.from_numpy(np.ascontiguousarray(cache.get(k))).permute(2, 0, 1)
@@ -100,12 +125,13 @@ class EvalPool:
     """Evaluation pixels (Resize(resize) + CenterCrop(size), uint8 (N, 3, size, size)) on ``device``."""
 
     def __init__(self, keys, cache: ImageCache, size: int, resize: int,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", *, check: bool = True):
         self.keys = list(dict.fromkeys(keys))
         self.index = {k: i for i, k in enumerate(self.keys)}
         self.device = torch.device(device)
         self.nbytes = len(self.keys) * 3 * size * size
-        _check_fits(self.nbytes, self.device, f"the resident evaluation pool ({len(self.keys)} images)")
+        if check:
+            check_fits(self.nbytes, self.device, f"the resident evaluation pool ({len(self.keys)} images)")
         geom = eval_crop(size, resize)
         host = torch.empty((len(self.keys), 3, size, size), dtype=torch.uint8)
         for i, k in enumerate(self.keys):
@@ -116,10 +142,16 @@ class EvalPool:
         return torch.tensor([self.index[k] for k in keys], dtype=torch.long)
 
 
+@functools.lru_cache(maxsize=16)
+def _stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as (1, 3, 1, 1) float32 on ``device``, made once (a copy to a GPU waits on it)."""
+    return (torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+            torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1))
+
+
 def normalise(x_u8: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """uint8 (B, 3, H, W) → float32 ((x / 255) − mean) / std, as ToDtype(scale) + Normalize."""
-    m = torch.tensor(mean, dtype=torch.float32, device=x_u8.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x_u8.device).view(1, 3, 1, 1)
+    m, s = _stats(tuple(mean), tuple(std), x_u8.device)
     return (x_u8.float() / 255.0 - m) / s
 
 
@@ -151,6 +183,22 @@ class AugParams:
     saturation: torch.Tensor
     hue: torch.Tensor
     order: torch.Tensor = field(default=None)  # (B, 4) permutation of (brightness, contrast, saturation, hue)
+
+    _FLOATS = ("top", "left", "height", "width", "angle", "scale", "hflip", "vflip", "brightness",
+               "contrast", "saturation", "hue")
+
+    def to(self, device: torch.device, *, pack: bool | None = None) -> "AugParams":
+        """The same parameters on ``device`` (float32), sent in ONE copy: each blocking copy to a GPU
+        waits for it, so a dozen small ones per batch would stall every step. On the CPU they stay
+        as they are (``pack=True`` packs anyway: tests)."""
+        device = torch.device(device)
+        if not (device.type != "cpu" if pack is None else pack):
+            return self
+        packed = torch.cat([torch.stack([getattr(self, n).to(torch.float64) for n in self._FLOATS], 1),
+                            self.order.to(torch.float64)], 1).to(device, torch.float32)
+        cols = dict(zip(self._FLOATS, packed.unbind(1)))
+        cols["hflip"], cols["vflip"] = cols["hflip"] > 0.5, cols["vflip"] > 0.5
+        return AugParams(**cols, order=packed[:, len(self._FLOATS):].long())
 
 
 def _uniform(gen: torch.Generator, shape, lo: float, hi: float) -> torch.Tensor:
@@ -265,16 +313,20 @@ def _adjust(op: int, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return _hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), 1))
 
 
-def color_jitter(x: torch.Tensor, prm: AugParams) -> torch.Tensor:
-    """Brightness, contrast, saturation and hue with per-image factors, in a per-image order."""
-    factors = (prm.brightness, prm.contrast, prm.saturation, prm.hue)
-    for stage in range(4):
-        for op in range(4):
-            # which images apply op at this stage: decided on the host (no device sync per op)
-            idx = torch.nonzero(prm.order[:, stage] == op).squeeze(1)
-            if len(idx):
-                dev_idx = idx.to(x.device)
-                x[dev_idx] = _adjust(op, x[dev_idx], factors[op][idx])
+def color_jitter(x: torch.Tensor, prm: AugParams, prm_dev: AugParams | None = None) -> torch.Tensor:
+    """Brightness, contrast, saturation and hue with per-image factors, in a per-image order.
+
+    ``prm`` on the host decides which images take which op at each stage (no device sync);
+    ``prm_dev`` (``prm.to(x.device)``, default ``prm``) supplies the factors on the device."""
+    dev_prm = prm if prm_dev is None else prm_dev
+    factors = (dev_prm.brightness, dev_prm.contrast, dev_prm.saturation, dev_prm.hue)
+    steps = [(op, idx) for stage in range(4) for op in range(4)
+             for idx in [torch.nonzero(prm.order[:, stage] == op).squeeze(1)] if len(idx)]
+    if not steps:
+        return x
+    all_idx = torch.cat([idx for _, idx in steps]).to(x.device)  # one copy for all 16 selections
+    for (op, _), dev_idx in zip(steps, all_idx.split([len(idx) for _, idx in steps])):
+        x[dev_idx] = _adjust(op, x[dev_idx], factors[op].to(x.device)[dev_idx])
     return x
 
 
@@ -282,8 +334,8 @@ def augment(pool: TrainPool, rows: torch.Tensor, gen: torch.Generator, size: int
             mean=IMAGENET_MEAN, std=IMAGENET_STD, spec: AugSpec = AugSpec()) -> torch.Tensor:
     """The paper's augmentation of pool images ``rows`` → normalised float32 (B, 3, size, size)."""
     prm = sample_params(pool.sizes[rows], gen, spec)
+    prm_dev = prm.to(pool.device)
     x = pool.images[rows.to(pool.device)].float()
-    x = color_jitter(geometry(x, prm, size).div_(255.0), prm)  # scale the (smaller) output
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    x = color_jitter(geometry(x, prm_dev, size).div_(255.0), prm, prm_dev)  # scale the (smaller) output
+    m, s = _stats(tuple(mean), tuple(std), x.device)
     return (x - m) / s

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -62,6 +64,14 @@ def test_group_equals_separate_runs_and_resumes(synth_work, tmp_path):
     train_members(ps, progress=False, log=logs.append)
     assert sum("already finished" in m for m in logs) == 2 and (grp[0] / "run.json").is_file()
     _same(solo[0], grp[0])
+    # a run.json made from other data (a re-ingested manifest) is not kept
+    run = json.loads((grp[1] / "run.json").read_text())
+    run["manifests"] = {ds: "0" * 16 for ds in run["manifests"]}
+    (grp[1] / "run.json").write_text(json.dumps(run))
+    logs.clear()
+    train_members(ps, progress=False, log=logs.append)
+    assert sum("already finished" in m for m in logs) == 2
+    assert json.loads((grp[1] / "run.json").read_text())["manifests"] != run["manifests"]
 
 
 def test_grouped_model_shares_frozen_tensors_only(synth_work):
@@ -102,3 +112,12 @@ def test_a_group_of_fast_path_runs_trains_them_in_turn(synth_work, tmp_path):
         assert run["path"] == "fast" and run["train"] == c
     solo = train_run(_p(synth_work, tmp_path / "solo", train="E", **kw), progress=False, log=_quiet)
     _same(outs[1], solo, tol=0)
+
+
+def test_group_checks_all_its_images_against_free_memory_at_once(synth_work, tmp_path, monkeypatch):
+    from melanoma import resident
+
+    monkeypatch.setattr(resident, "available_bytes", lambda device: 10_000)
+    with pytest.raises(resident.ResidentMemoryError, match=r"resident images of 2 run\(s\) of resnet18"):
+        train_members([_p(synth_work, tmp_path / "a"), _p(synth_work, tmp_path / "b", train="E")],
+                      progress=False, log=_quiet)

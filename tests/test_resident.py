@@ -144,3 +144,21 @@ def test_pools_refuse_missing_images_and_too_little_memory(tmp_path, monkeypatch
     monkeypatch.setattr(R, "available_bytes", lambda device: 1000)
     with pytest.raises(R.ResidentMemoryError, match="loader='dataloader'"):
         R.TrainPool(keys, cache)
+
+
+def test_params_sent_to_the_device_in_one_packed_copy_give_the_same_batch(x):
+    sizes = torch.tensor([[24, 30]] * 3)
+    prm = R.sample_params(sizes, torch.Generator().manual_seed(3))
+    packed = prm.to("cpu", pack=True)  # what a GPU receives, here on the host
+    assert packed is not prm and torch.equal(packed.order, prm.order)
+    assert torch.equal(packed.hflip, prm.hflip) and torch.equal(packed.vflip, prm.vflip)
+    assert torch.allclose(packed.angle.double(), prm.angle, atol=1e-4)
+    a = R.color_jitter(R.geometry(x.clone(), prm, 12), prm)
+    b = R.color_jitter(R.geometry(x.clone(), packed, 12), prm, packed)
+    assert (a - b).abs().max() < 1e-5
+
+
+def test_pool_bytes_and_available_memory(tmp_path):
+    cache, keys = _cache(tmp_path, [(16, 20), (24, 16)])
+    assert R.pool_bytes(keys, keys[:1], cache, 8) == 2 * 3 * 24 * 20 + 3 * 8 * 8
+    assert R.available_bytes(torch.device("cpu")) > 2**20
