@@ -39,7 +39,7 @@ from .cache import ImageCache
 from .models import set_train_mode
 from .params import TrainParams
 from .resident import EvalPool, TrainPool, augment, check_fits, normalise, pool_bytes
-from .train import Run, _file_sha, _git_commit, _params_key, _val_metrics, epoch_order
+from .train import Run, _file_sha, _git_commit, _params_key, _val_metrics, epoch_order, predict_batches
 
 
 class _Segments:
@@ -138,19 +138,10 @@ def _generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(s)
 
 
-@torch.no_grad()
 def _predict(run: Run, pool: EvalPool, rows: torch.Tensor, batch: int) -> torch.Tensor:
-    model, dev = run.model, run.device
-    set_train_mode(model, False)
-    amp = dev.type == "cuda"
-    out = []
-    for s in range(0, len(rows), batch):
-        x = normalise(pool.images[rows[s:s + batch].to(dev)], run.mean, run.std)
-        if amp:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            out.append(model(x).float().cpu())
-    return torch.cat(out) if out else torch.zeros((0, 2))
+    batches = (normalise(pool.images[rows[s:s + batch].to(run.device)], run.mean, run.std)
+               for s in range(0, len(rows), batch))
+    return predict_batches(run.model, batches, run.device)
 
 
 def train_members(ps: list[TrainParams], *, progress: bool = True, stop_after: int | None = None,

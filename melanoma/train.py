@@ -133,17 +133,23 @@ def _loader(rows: pd.DataFrame, cache: ImageCache, tf, order, p: TrainParams, ba
 
 
 @torch.no_grad()
-def _predict_images(model, rows, cache, tf, p, device) -> torch.Tensor:
+def predict_batches(model, batches, device) -> torch.Tensor:
+    """Logits of ``model`` (eval mode; bf16 + channels-last on CUDA) over image ``batches``."""
     set_train_mode(model, False)
     out = []
     amp = device.type == "cuda"
-    for x, _ in _loader(rows, cache, tf, range(len(rows)), p, max(p.batch_size, 64)):
+    for x in batches:
         x = x.to(device)
         if amp:
             x = x.to(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.zeros((0, 2))
+
+
+def _predict_images(model, rows, cache, tf, p, device) -> torch.Tensor:
+    loader = _loader(rows, cache, tf, range(len(rows)), p, max(p.batch_size, 64))
+    return predict_batches(model, (x for x, _ in loader), device)
 
 
 def _train_epoch_loop(model, opt, rows, cache, tf, order, p, device, progress, desc):
