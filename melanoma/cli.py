@@ -140,13 +140,17 @@ def _scalar(v: str):
 
 def cmd_nbrun(a) -> int:
     from .io import read_yaml
-    from .nbrun import run_notebook
+    from .nbrun import Step, run_steps
 
-    params = dict(read_yaml(a.params_file) or {}) if a.params_file else {}
-    for k, v in a.p or []:
-        params[k] = _scalar(v)
-    r = run_notebook(a.notebook, a.output, a.status, parameters=params, after=a.after or [], cwd=a.cwd)
-    print(f"{a.notebook} → {a.output}: {r['status']} ({r['seconds']} s){' — ' + r['error'] if r['error'] else ''}")
+    steps = []
+    while a is not None:  # `--then NOTEBOOK OUTPUT ...`: the next step, parsed like the first
+        params = dict(read_yaml(a.params_file) or {}) if a.params_file else {}
+        for k, v in a.p or []:
+            params[k] = _scalar(v)
+        steps.append(Step(a.notebook, a.output, a.status, params, a.after or [], a.cwd))
+        a = a.nbrun_parser.parse_args(a.then) if a.then else None
+    for s, r in zip(steps, run_steps(steps)):
+        print(f"{s.notebook} → {s.output}: {r['status']} ({r['seconds']} s){' — ' + r['error'] if r['error'] else ''}")
     return 0
 
 
@@ -334,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params-file", type=Path, default=None, help="YAML of parameters")
     s.add_argument("--after", nargs="*", type=Path, help="status files that must be ok, else this step is skipped")
     s.add_argument("--cwd", type=Path, default=None, help="working folder of the kernel (default: the notebook's)")
-    s.set_defaults(func=cmd_nbrun)
+    s.add_argument("--then", nargs=argparse.REMAINDER, default=None, metavar="NOTEBOOK OUTPUT ...",
+                   help="another step after this one, with the same arguments (repeatable); the steps "
+                        "of one call share one kernel, its namespace reset before each step")
+    s.set_defaults(func=cmd_nbrun, nbrun_parser=s)
 
     s = sub.add_parser("calibrate", help="metrics with bootstrap CIs, reliability data, temperature scaling → RUN_DIR/metrics.json")
     s.add_argument("run_dir", type=Path, help="a finished run directory (run.json + predictions.parquet)")

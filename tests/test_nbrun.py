@@ -66,3 +66,45 @@ def test_claim_gpu_gives_each_job_its_own_card(monkeypatch, tmp_path):
     with claim_gpu(lock_dir=str(tmp_path)) as a:
         with claim_gpu(lock_dir=str(tmp_path)) as b:
             assert {a, b} == {"0", "1"}
+
+
+def test_steps_of_one_call_share_a_kernel_with_a_clean_namespace(tmp_path):
+    """`nbrun A … --then B … --then …`: one kernel for the steps (imports paid once), a fresh
+    namespace for each, a failed step recorded without stopping the next, a dead kernel replaced."""
+    from melanoma.cli import main
+
+    probe = _nb(tmp_path / "probe.ipynb",
+                "import json, os\n"
+                "json.dump({'pid': os.getpid(), 'leaked': 'leak' in globals(), 'x': x}, open(out, 'w'))\n"
+                "leak = x")
+    nb = nbformat.read(probe, as_version=4)
+    nb.cells[0].source = "x = 1\nout = ''"
+    nbformat.write(nb, probe)
+    bad = _nb(tmp_path / "bad.ipynb", "leak = 1\nraise ValueError('boom')")
+    die = _nb(tmp_path / "die.ipynb", "import os\nos._exit(3)")
+
+    def step(nb, name, x=None, after=None):
+        a = [str(nb), str(tmp_path / "out" / f"{name}.ipynb"), "--status", str(tmp_path / f"{name}.json")]
+        if x is not None:
+            a += ["-p", "x", str(x), "-p", "out", str(tmp_path / f"{name}.probe.json")]
+        if after:
+            a += ["--after", str(tmp_path / f"{after}.json")]
+        return a
+
+    argv = ["nbrun"] + step(probe, "p1", 1)
+    for s in (step(bad, "bad"), step(probe, "p2", 2, after="p1"), step(die, "die"), step(probe, "p3", 3),
+              step(probe, "p4", 4, after="bad")):
+        argv += ["--then"] + s
+    assert main(argv) == 0
+    st = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in ("p1", "bad", "p2", "die", "p3", "p4")}
+    assert [st[n]["status"] for n in ("p1", "bad", "p2", "die", "p3", "p4")] == \
+        ["ok", "failed", "ok", "failed", "ok", "skipped"]
+    assert "ValueError: boom" in st["bad"]["error"] and "bad.json is failed" in st["p4"]["error"]
+    pr = {n: json.loads((tmp_path / f"{n}.probe.json").read_text()) for n in ("p1", "p2", "p3")}
+    assert [pr[n]["x"] for n in ("p1", "p2", "p3")] == [1, 2, 3]          # each step its own parameters
+    assert not any(p["leaked"] for p in pr.values())                      # nothing left by earlier steps
+    assert pr["p1"]["pid"] == pr["p2"]["pid"]                             # one kernel for the steps...
+    assert pr["p3"]["pid"] != pr["p1"]["pid"]                             # ...a new one after it died
+    executed = nbformat.read(tmp_path / "out" / "p2.ipynb", as_version=4)
+    assert [c.execution_count for c in executed.cells if c.cell_type == "code"][0] == 1
+    assert not (tmp_path / "out" / "p4.ipynb").exists()
