@@ -126,7 +126,7 @@ def _check_compatible(ps: list[TrainParams]) -> None:
             raise ValueError(f"runs trained together must share {name!r}; got {sorted(vals)}")
     if len({p.use_fast for p in ps}) > 1:
         raise ValueError("runs trained together are all on the fast path or all on the loop path")
-    if not ps[0].use_fast and any(p.loader != "resident" for p in ps):
+    if len(ps) > 1 and not ps[0].use_fast and any(p.loader != "resident" for p in ps):
         raise ValueError("loop-path runs trained together need loader='resident'")
     outs = [str(Path(p.out).resolve()) for p in ps]
     if len(set(outs)) < len(outs):
@@ -149,7 +149,7 @@ def train_members(ps: list[TrainParams], *, progress: bool = True, stop_after: i
     """Train runs ``ps`` of one model in this process.
 
     Loop path (``loader="resident"``): on resident images, sharing each forward pass. Fast path
-    (cached features): one after another — a grouped job then pays the process, kernel and
+    (cached features), or a single run of any path (``train_run``): one after another — a grouped job then pays the process, kernel and
     ``import torch`` start-up once instead of once per run (``benchmarks/group_jobs.py``).
 
     Returns the run directories, in order. A run whose ``run.json`` says it finished with the same
@@ -164,7 +164,7 @@ def train_members(ps: list[TrainParams], *, progress: bool = True, stop_after: i
     for p in ps:
         if p not in todo:
             log(f"[train] {Path(p.out).name}: already finished with these parameters (run.json); kept")
-    if todo and todo[0].use_fast:  # one after another, in this one process
+    if todo and (todo[0].use_fast or len(todo) == 1):  # one after another, in this one process
         from .train import train_run
 
         for p in todo:

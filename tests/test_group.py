@@ -114,6 +114,20 @@ def test_a_group_of_fast_path_runs_trains_them_in_turn(synth_work, tmp_path):
     _same(outs[1], solo, tol=0)
 
 
+def test_a_single_dataloader_run_trains_alone_and_is_kept_once_finished(synth_work, tmp_path):
+    """The workflow's solo training job goes through train_members too: a loop-path DataLoader
+    run trains as train_run trains it, and a rerun of the job (killed while it evaluated) keeps it."""
+    p = _p(synth_work, tmp_path / "solo", loader="dataloader", train="E")
+    logs = []
+    (out,) = train_members([p], progress=False, log=logs.append)
+    run = pd.read_json(out / "run.json", typ="series")
+    assert run["path"] == "loop" and run["loader"] == "dataloader"
+    mtime = (out / "run.json").stat().st_mtime_ns
+    logs.clear()
+    assert train_members([p], progress=False, log=logs.append) == [out]
+    assert (out / "run.json").stat().st_mtime_ns == mtime and any("kept" in m for m in logs), logs
+
+
 def test_group_checks_all_its_images_against_free_memory_at_once(synth_work, tmp_path, monkeypatch):
     from melanoma import resident
 
