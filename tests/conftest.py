@@ -58,3 +58,20 @@ def web_model(web_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("web_model")
     export_run(web_run, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_local_run(tmp_path_factory) -> Path:
+    """tests/tiny_grid.py's grid run locally through Snakemake, uninterrupted, to the book (the
+    reference that the SIGKILL/resume test and the SLURM test compare their summaries with)."""
+    import subprocess
+
+    from .tiny_grid import SNAKEMAKE, env_for, local_cmd, write_grid
+
+    if not SNAKEMAKE.exists():
+        pytest.skip("snakemake is not installed")
+    root = tmp_path_factory.mktemp("wf_full")
+    g = write_grid(root, "tiny")
+    r = subprocess.run(local_cmd(g), cwd=ROOT, env=env_for(root), capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return root

@@ -9,59 +9,21 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+from .tiny_grid import REPO, SNAKEMAKE, env_for as _env, local_cmd as _cmd, write_grid as _grid
+
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed")]
 
-GRID = """
-name: {name}
-data: synthetic
-synthetic: {{scale: 0.3, seed: 0}}
-work: {root}/work
-results: {root}/results
-models: [efficientnet_lite0]
-combinations: [E, B, A-C]
-eval_sets: [ISIC2017, ISIC2018]
-submission: ISIC2020
-train: {{weights: imagenet, freeze: backbone, epochs: 6, image_size: 96, views: 1, seed: 0}}
-group: 2                   # E and B train in one grouped job (rule train_<group>), A-C alone (rule train)
-calibrate: {{bins: 10, bootstrap: 50}}
-reject: {{mode: absolute, grid: "0:0.2:0.02", min_coverage: 0.8, bootstrap: 50}}
-figures: {{calibration_single: efficientnet_lite0__E, calibration_combined: efficientnet_lite0__ABC}}
-"""
-
-
-def _grid(root: Path, name: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    f = root / f"{name}.yaml"
-    f.write_text(GRID.format(name=name, root=root))
-    return f
-
-
-def _cmd(grid: Path) -> list[str]:
-    return [str(SNAKEMAKE), "-s", str(REPO / "workflow" / "Snakefile"), "--config", f"grid={grid}",
-            "--cores", "2", "--keep-going", "--rerun-incomplete", "--quiet", "all"]
-
-
-def _env(root: Path) -> dict:
-    return dict(os.environ, MELANOMA_BOOK=str(root / "book"), PYTHONUNBUFFERED="1")
-
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wf_full")
-    g = _grid(root, "tiny")
-    r = subprocess.run(_cmd(g), cwd=REPO, env=_env(root), capture_output=True, text=True, timeout=1500)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return root
+def uninterrupted(tiny_local_run):
+    return tiny_local_run  # the grid run once, uninterrupted (conftest; tests/test_slurm.py compares with it too)
 
 
 def test_summary_has_every_run_and_phase(uninterrupted):
