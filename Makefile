@@ -32,6 +32,20 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(PY) -m pytest -q
 
+## A real one-node SLURM cluster on this machine (root, Debian; installs slurm-wlm + munge when missing):
+## start / stop (only the daemons it started, by PID). State, config and logs in .slurm/.
+.PHONY: slurm-up slurm-down slurm-demo
+slurm-up:
+	workflow/slurm/local-cluster.sh up
+
+slurm-down:
+	workflow/slurm/local-cluster.sh down
+
+## The demo grid through the SLURM executor to the book (starts the local cluster when no SLURM
+## answers, and stops it afterwards): results/slurm-demo/, book in results/slurm-demo/book/.
+slurm-demo: $(STAMP)
+	PY=$(PY) GRID=$(GRID) workflow/slurm/demo.sh
+
 ## Benchmarks → benchmarks/RESULTS.md: quick settings; bench-full adds 224 px and the end-to-end demos.
 .PHONY: bench bench-full
 bench: $(STAMP)
