@@ -63,7 +63,8 @@ install_packages() {
 
 # --- the recorded daemons -------------------------------------------------------------------
 # `pids` holds lines "NAME PID"; a PID counts as ours only while /proc/PID/cmdline is still NAME
-# run with this state folder (a recycled PID is never signalled).
+# and its environment holds MELANOMA_SLURM_OWNER=<this state folder>, which `start` gives every
+# daemon (a recycled PID, or another cluster's daemon, is never signalled).
 ours() {  # ours NAME PID
   local name="$1" pid="$2" cmd
   [ -r "/proc/$pid/cmdline" ] || return 1
@@ -158,7 +159,7 @@ start() {  # start NAME LOG CMD...: in the background, in its own session; recor
   local pid=$!
   record "$name" "$pid"
   sleep 0.5
-  ours "$name" "$pid" || { tail -n 20 "$log" >&2 || true; die "$name did not start (see $log)"; }
+  ours "$name" "$pid" || { tail -n 20 "$log" >&2 || true; down; die "$name did not start (see $log)"; }
   say "started $name (pid $pid)"
 }
 
