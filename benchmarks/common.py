@@ -36,7 +36,8 @@ REALDATA = REPO.parent / "shared" / "realdata"
 SPEC = REPO.parent / "shared" / "spec"
 
 #: Order of the sections in RESULTS.md (a new section is placed by it).
-SECTIONS = ("machine", "image_loading", "train_throughput", "scaling", "demo_breakdown", "projection")
+SECTIONS = ("machine", "image_loading", "train_throughput", "scaling", "demo_breakdown", "workflow_jobs",
+            "projection")
 
 TITLE = """# Benchmarks
 

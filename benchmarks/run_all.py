@@ -27,7 +27,7 @@ from common import (HERE, RESULTS, command_line, loadavg, load_note, machine_fac
                     md_table, write_results)
 
 ORDER = ["image_loading", "train_throughput", "paper_mode", "oversubscription", "scaling", "group_jobs",
-         "demo_breakdown", "projection"]
+         "demo_breakdown", "workflow_jobs", "projection"]
 
 
 def script_args(name: str, full: bool) -> list[str]:
@@ -41,6 +41,8 @@ def script_args(name: str, full: bool) -> list[str]:
         return ["--scales", "0.25,0.5,1,2"] if full else []
     if name == "demo_breakdown":
         return ["--run"] if full else []
+    if name == "workflow_jobs":
+        return ["--demo"] if full else []
     return []
 
 
