@@ -87,6 +87,13 @@ running() {  # any recorded daemon still alive?
   return 1
 }
 
+running_one() {  # running_one NAME: is a recorded daemon NAME of ours alive?
+  [ -f "$PIDS" ] || return 1
+  local name pid
+  while read -r name pid; do [ "$name" = "$1" ] && ours "$name" "$pid" && return 0; done < "$PIDS"
+  return 1
+}
+
 controller_answers() { SLURM_CONF="$CONF" timeout 10 sinfo -h -o %t >/dev/null 2>&1; }
 
 node_state() { SLURM_CONF="$CONF" timeout 10 sinfo -h -n "$NODE" -o %t 2>/dev/null | head -n1; }
@@ -208,7 +215,9 @@ up() {
 
 down() {
   if [ ! -f "$PIDS" ]; then say "nothing recorded in $PIDS: no daemon of ours to stop"; return 0; fi
-  if controller_answers; then  # cancel our cluster's jobs, so no job step outlives its node daemon
+  # cancel the jobs of our controller (only one we started, still running), so that no job step
+  # outlives its node daemon
+  if [ -f "$CONF" ] && running_one slurmctld && controller_answers; then
     local ids
     ids="$(SLURM_CONF="$CONF" squeue -h -o %i -t PENDING,RUNNING,SUSPENDED,COMPLETING 2>/dev/null | tr '\n' ' ')"
     if [ -n "${ids// /}" ]; then
