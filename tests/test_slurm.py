@@ -229,6 +229,7 @@ def test_demo_through_slurm_survives_a_killed_head(cluster, tiny_local_run, tmp_
     first, second = _submitted(first_log.read_text()), _submitted(second_log)
     assert first and second and not set(first) & set(second)
     assert all("rule_train" in p for p in second.values()), second
+    assert f"jobs this run submitted to SLURM: {len(second)} " in second_log
     history = _slurm_jobs(cluster["SLURM_CONF"], wd)
     assert {j["id"] for j in history} == set(first) | set(second)
     comments = [j["comment"] for j in history]

@@ -52,10 +52,14 @@ cmd=("$SNAKEMAKE" -s "$REPO/workflow/Snakefile" --directory "$SNAKEMAKE_DIR" --c
 "${cmd[@]}" --unlock --quiet >/dev/null 2>&1 || true
 say "\$ ${cmd[*]}"
 t0=$SECONDS
+mkdir -p "$SNAKEMAKE_DIR/.snakemake"
+marker="$(mktemp "$SNAKEMAKE_DIR/.snakemake/.slurm-demo-start.XXXXXX")"
 rc=0
 "${cmd[@]}" || rc=$?
-n="$(grep -h -c "has been submitted with SLURM jobid" "$SNAKEMAKE_DIR"/.snakemake/log/*.snakemake.log 2>/dev/null \
-      | awk '{s += $1} END {print s + 0}')"
-say "exit $rc after $((SECONDS - t0)) s; SLURM submissions logged in $SNAKEMAKE_DIR/.snakemake/log: $n"
+# this run's Snakemake log(s): the ones written since it started
+n="$(find "$SNAKEMAKE_DIR/.snakemake/log" -name '*.snakemake.log' -newer "$marker" -exec cat {} + 2>/dev/null \
+      | grep -c "has been submitted with SLURM jobid" || true)"
+rm -f "$marker"
+say "exit $rc after $((SECONDS - t0)) s; jobs this run submitted to SLURM: $n (their logs: $SNAKEMAKE_DIR/.snakemake/slurm_logs)"
 say "book: $MELANOMA_BOOK/_build/html/index.html$([ -f "$MELANOMA_BOOK/_build/html/index.html" ] || echo ' (NOT BUILT)')"
 exit "$rc"
