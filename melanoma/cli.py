@@ -81,7 +81,8 @@ def cmd_train(a) -> int:
     d = {"work": str(a.work), "model": a.model, "train": a.train, "eval_sets": a.eval, "out": str(a.out),
          "weights": a.weights, "freeze": a.freeze, "epochs": a.epochs, "image_size": a.image_size,
          "views": a.views, "seed": a.seed, "workers": a.workers, "device": a.device,
-         "leakage": a.leakage, "select": a.select, "loader": a.loader}
+         "leakage": a.leakage, "select": a.select, "loader": a.loader, "solver": a.solver,
+         "reg_grid": a.reg_grid}
     if a.fast is not None:
         d["fast"] = a.fast
     if a.params:
@@ -159,6 +160,13 @@ def cmd_calibrate(a) -> int:
     return 0
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
 def _grid_arg(text: str):
     from .evaluate import parse_grid
 
@@ -178,6 +186,8 @@ def cmd_reject(a) -> int:
         note = e.get("val_search", {}).get("note")
         if note and "skipped" not in e:
             print(f"{es}: {note}")
+        if e.get("flags") and "skipped" not in e:
+            print(f"{es}: FLAGGED ({', '.join(f['code'] for f in e['flags'])}): do not read 'after' at face value")
     print(f"written {Path(a.run_dir) / 'rejection.json'}{'  (SYNTHETIC data)' if r['synthetic'] else ''}")
     return 0
 
@@ -300,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--select", choices=["val_loss", "val_accuracy", "val_auc"], default=None,
                    help="checkpoint selection metric (default val_loss; the paper: val_accuracy)")
     s.add_argument("--leakage", choices=["drop", "keep"], default=None, help="default drop")
+    s.add_argument("--solver", choices=["lbfgs", "sgd"], default=None,
+                   help="head solver: lbfgs (fast path default: logistic regression, C chosen on validation) | "
+                        "sgd (the paper's SGD + StepLR; the loop path's only solver)")
+    s.add_argument("--reg-grid", type=_float_list, default=None, metavar="C1,C2,...",
+                   help="lbfgs: candidates for C, the inverse L2 strength (default 1e-5 … 1e2, half decades)")
     s.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 0)")
     s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps")
     s.add_argument("--params", type=Path, default=None, help="a YAML of parameters; flags override it")
@@ -345,13 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("reject", help="entropy threshold chosen on validation, applied to test → RUN_DIR/rejection.json")
     s.add_argument("run_dir", type=Path, help="a finished run directory (run.json + predictions.parquet)")
-    s.add_argument("--mode", choices=["absolute", "coverage"], default="absolute",
-                   help="absolute: reject entropy > threshold (the paper); coverage: reject the most uncertain fraction")
+    s.add_argument("--mode", choices=["relative", "absolute", "coverage"], default="relative",
+                   help="relative (default, the seed code): the threshold is the validation entropy quantile "
+                        "rejecting a fraction r, applied to test as an entropy; absolute: the grid holds entropies "
+                        "in bits (the paper's text); coverage: reject the most uncertain fraction of each split")
     s.add_argument("--grid", type=_grid_arg, default=None, metavar="START:STOP:STEP",
-                   help="candidate thresholds, STOP included (default 0:0.2:0.01)")
+                   help="candidates, STOP included (default: fractions 0.05:0.2:0.01 for relative/coverage, "
+                        "bits 0:0.2:0.01 for absolute)")
     s.add_argument("--min-coverage", type=float, default=0.8,
                    help="smallest validation coverage a candidate must keep (default 0.8: the paper rejects up to 20%%)")
-    s.add_argument("--temperature", action="store_true", help="reject on temperature-scaled probabilities (T fitted on val)")
+    s.add_argument("--temperature", action="store_true",
+                   help="make the temperature-scaled variant (T fitted on val) the primary result; both are "
+                        "always computed and reported side by side")
     s.add_argument("--base", type=float, default=2, help="entropy base (default 2: bits)")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples B (default 1000)")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
