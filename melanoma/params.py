@@ -19,6 +19,7 @@ WEIGHTS = ("imagenet", "none")
 SELECT = ("val_loss", "val_accuracy", "val_auc")
 LEAKAGE = ("drop", "keep")
 LOADERS = ("dataloader", "resident")
+SOLVERS = ("lbfgs", "sgd")
 
 
 class ParamError(ValueError):
@@ -47,6 +48,10 @@ class TrainParams:
     views: int = 0                     # fast path: augmented views cached per training image
     augment: bool = True               # the paper's augmentation (loop path) / use views (fast path)
     fast: bool | None = None           # feature-cache path; None: on when freeze == backbone
+    solver: str | None = None          # head solver: lbfgs (fast path only: logistic regression, C chosen on
+                                       # validation; melanoma.probe) | sgd (the paper's recipe: SGD + StepLR
+                                       # over epochs); None: lbfgs on the fast path, sgd on the loop path
+    reg_grid: list[float] | None = None  # lbfgs: candidates for C, the inverse L2 strength (None: 1e-5 … 1e2)
     seed: int = 0
     batch_size: int = 32
     lr: float = 1e-3
@@ -123,6 +128,18 @@ class TrainParams:
                              f"lr={self.lr}, momentum={self.momentum}, gamma={self.gamma}")
         if self.fast and self.freeze != "backbone":
             self._bad("fast", "the feature-cache path needs freeze='backbone' (a frozen backbone)")
+        if self.solver is not None and self.solver not in SOLVERS:
+            self._bad("solver", f"must be one of {SOLVERS} (or null: lbfgs on the fast path, sgd otherwise)")
+        if self.solver == "lbfgs" and not self.use_fast:
+            self._bad("solver", "lbfgs fits a linear probe on cached features: it needs the fast path "
+                                "(freeze: backbone); the network-in-the-loop path trains with sgd")
+        if self.reg_grid is not None:
+            if isinstance(self.reg_grid, (int, float)):
+                self.reg_grid = [self.reg_grid]
+            if (not isinstance(self.reg_grid, list) or not self.reg_grid
+                    or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0
+                               for c in self.reg_grid)):
+                self._bad("reg_grid", "must be a non-empty list of positive numbers (candidates for C)")
         if not Path(self.work).is_dir():
             raise ParamError(f"TrainParams.work: work folder {self.work!r} does not exist; run "
                              "`melanoma ingest` first (or `melanoma demo`)")
@@ -142,6 +159,11 @@ class TrainParams:
     @property
     def use_fast(self) -> bool:
         return self.freeze == "backbone" if self.fast is None else bool(self.fast)
+
+    @property
+    def head_solver(self) -> str:
+        """``lbfgs`` or ``sgd``: the solver this run's head is trained with."""
+        return self.solver or ("lbfgs" if self.use_fast else "sgd")
 
     @property
     def eval_resize(self) -> int:
