@@ -66,13 +66,19 @@ def run_demo(grid_file: str | Path = "params/demo.yaml", cores: int | None = Non
     if summ.is_file():
         s = pd.read_parquet(summ)
         s = s[s["phase"].isin(["before", "after"])]
-        best = (s[s["phase"] == "before"].sort_values("precision", ascending=False)
+        unflagged = s[~s["flagged"].fillna(False).astype(bool)] if "flagged" in s else s
+        if "twin_of" in unflagged:  # leakage twins are controls, not contenders
+            unflagged = unflagged[unflagged["twin_of"].fillna("") == ""]
+        best = (unflagged[unflagged["phase"] == "before"].sort_values("precision", ascending=False)
                 .groupby("eval_set").head(1)[["eval_set", "run_id"]])
-        t = s.merge(best, on=["eval_set", "run_id"])[["eval_set", "run_id", "phase", "precision",
-                                                       "sensitivity", "accuracy", "auc", "ece", "brier",
-                                                       "threshold", "coverage"]]
-        _show("top run per test set by precision, before/after rejection"
+        cols = ["eval_set", "run_id", "phase", "precision", "sensitivity", "accuracy", "auc", "ece", "brier",
+                "threshold", "coverage"]
+        t = s.merge(best, on=["eval_set", "run_id"])[cols]
+        _show("top run per test set by precision (unflagged rejection), before/after rejection"
               + (" (SYNTHETIC)" if grid.is_synthetic else ""), t.round(3))
+        if "flagged" in s and s["flagged"].fillna(False).astype(bool).any():
+            f = s[(s["phase"] == "after") & s["flagged"].fillna(False).astype(bool)]
+            _show("FLAGGED rejection results (not ranked)", f[["eval_set", "run_id", "coverage", "flag_text"]])
         runs = pd.read_parquet(grid.results / "runs.parquet")
         print(f"\n{len(runs)} runs; failed: {int((runs['failed_step'] != '').sum())}")
     index = REPO / "book" / "_build" / "html" / "index.html"

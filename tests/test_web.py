@@ -177,6 +177,9 @@ def site(web_run, web_model, images, tmp_path_factory):
     assert gaps[i] > 1e-3, f"the test images' entropies are too close to test the flag: {ents}"
     meta["threshold"] = float((ents[i] + ents[i + 1]) / 2)
     meta["threshold_source"] = "set by tests/test_web.py between the test images' entropies"
+    meta["threshold_eval_set"] = "isic2017"
+    meta["threshold_facts"] = {"fraction": 0.15, "val_coverage": 0.85, "test_coverage": 0.62,
+                               "flags": ["test coverage 0.62 below 0.7"]}
     (site / "model.json").write_text(json.dumps(meta))
     return site, meta
 
@@ -253,6 +256,10 @@ def test_page_scores_like_python_and_flags_uncertainty(page, site, images, tmp_p
         flags.append(uncertain)
     assert any(flags) and not all(flags), "the threshold should flag some images and not others"
     assert page.is_visible("#synthetic-banner") == meta["synthetic"]
+    # the threshold never appears without what it did where it was chosen: coverage and flags
+    cov = page.text_content("#threshold-coverage")
+    assert "85 % of the isic2017 validation split" in cov and "r = 0.15" in cov and "62 % of its test split" in cov
+    assert "FLAGGED: test coverage 0.62 below 0.7" in cov
     assert "not a diagnostic device" in page.text_content("#disclaimer")
     assert "never leaves this browser" in page.text_content("#disclaimer")
     # Fig. 2 of the book: the page after scoring one image (a real sample when present)

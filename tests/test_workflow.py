@@ -34,7 +34,7 @@ submission: ISIC2020
 train: {{weights: imagenet, freeze: backbone, epochs: 6, image_size: 96, views: 1, seed: 0}}
 group: 2                   # E and B train in one grouped job (rule train_<group>), A-C alone (rule train)
 calibrate: {{bins: 10, bootstrap: 50}}
-reject: {{mode: absolute, grid: "0:0.2:0.02", min_coverage: 0.8, bootstrap: 50}}
+reject: {{min_coverage: 0.8, bootstrap: 50}}   # the default rule: relative (the seed code's)
 figures: {{calibration_single: efficientnet_lite0__E, calibration_combined: efficientnet_lite0__ABC}}
 """
 
@@ -105,12 +105,20 @@ def test_book_shows_tables_and_figures_from_the_summary(uninterrupted):
     for fig in ("fig3_accuracy_vs_threshold.png", "fig4_calibration.png", "fig5_misdiagnoses.png"):
         assert fig in res, fig
     assert "fig1_framework.png" in _html(uninterrupted, "intro")
-    # every Table 1 row's precision before/after equals summary.parquet
-    top = (s[(s["phase"] == "before")].sort_values(["precision", "auc"], ascending=False)
-           .groupby("eval_set").head(1))
+    assert (s["rejection_mode"].dropna() == "relative").all()
+    # every Table 1 row's precision before/after equals summary.parquet (ranking: unflagged runs only),
+    # each beside its validation / test coverage
+    ok = s[(s["phase"] == "before") & ~s["flagged"].astype(bool)]
+    top = ok.sort_values(["precision", "auc"], ascending=False).groupby("eval_set").head(1)
+    assert "Coverage val / test" in text
+    if s["flagged"].astype(bool).any():
+        assert "Flagged results, not ranked" in text
+    else:
+        assert "No rejection result of this grid is flagged" in text
     for _, r in top.iterrows():
         a = s[(s["run_id"] == r["run_id"]) & (s["eval_set"] == r["eval_set"]) & (s["phase"] == "after")].iloc[0]
         assert f"{fmt(r['precision'])} / {fmt(a['precision'])}" in text, (r["run_id"], r["eval_set"])
+        assert f"{fmt(a['val_coverage'], digits=0)} / {fmt(a['test_coverage'], digits=0)}" in text
         assert f"{r['brier']:.4f}" in text and f"{a['ece']:.4f}" in text
     lb = _cells(_html(uninterrupted, "leaderboard"))
     for _, r in s[s["phase"] == "leaderboard"].iterrows():

@@ -56,14 +56,28 @@ async function loadModel() {
   return meta;
 }
 
+// What the threshold did where it was chosen: never a threshold without its coverage.
+function coverageText(meta) {
+  const f = meta.threshold_facts || {};
+  if (f.test_coverage === undefined || f.test_coverage === null) return "not measured (no rejection result)";
+  const pct = (x) => `${Math.round(100 * x)} %`;
+  let t = `kept ${pct(f.val_coverage)} of the ${meta.threshold_eval_set} validation split` +
+    (f.fraction !== null && f.fraction !== undefined ? ` (rejects r = ${fmt(f.fraction, 2)})` : "") +
+    ` and ${pct(f.test_coverage)} of its test split`;
+  if (f.flags && f.flags.length) t += ` — FLAGGED: ${f.flags.join("; ")}`;
+  return t;
+}
+
 function showModelInfo(meta) {
   $("synthetic-banner").hidden = !meta.synthetic;
   $("threshold").textContent = fmt(meta.threshold, 3);
+  $("threshold-coverage").textContent = coverageText(meta);
   const info = [
     ["model", `${meta.model} (${(meta.n_params || 0).toLocaleString("en")} parameters, ${Math.round(meta.onnx.bytes / 1024)} KB)`],
     ["trained on", `${meta.train_label || meta.train || "—"}${meta.datasets ? ` (${meta.datasets.join(", ")})` : ""}`],
     ["input", `${meta.preprocess.crop} × ${meta.preprocess.crop} px (shorter side → ${meta.preprocess.cache_shorter} → ${meta.preprocess.resize} px, centre crop)`],
     ["uncertainty threshold", `${fmt(meta.threshold, 3)} bits — ${meta.threshold_source}`],
+    ["threshold coverage", coverageText(meta)],
     ["synthetic", meta.synthetic ? "yes — a demonstration model" : "no"],
   ];
   const dl = $("model-info");
