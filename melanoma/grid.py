@@ -40,6 +40,8 @@ class Grid:
     submission: str | None = None  # dataset whose unlabelled test split makes the SIIM-ISIC CSV
     figures: dict[str, Any] = field(default_factory=dict)
     group: int = 1                 # runs of one model per training job (fast or resident loop path)
+    data_dirs: dict[str, str] = field(default_factory=dict)  # release → folder, where not DATA/<name>
+    leakage_keep: list[str] = field(default_factory=list)   # run ids trained a second time with leakage: keep
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -49,6 +51,14 @@ class Grid:
     @property
     def data_root(self) -> Path:
         return self.work / "synthetic" if self.is_synthetic else Path(self.data)
+
+    def release_dir(self, dataset: str) -> Path:
+        """The folder holding a release's official top-level items: ``DATA/<name>`` unless the
+        grid's ``data_dirs`` names another (relative to the data root, or absolute)."""
+        short = get(dataset).short
+        if self.is_synthetic or short not in self.data_dirs:
+            return self.data_root / short
+        return _resolve(self.data_root, self.data_dirs[short])
 
     def reject_for(self, model: str) -> dict[str, Any]:
         """The rejection settings of a model's runs: the grid's, updated by ``model_overrides``."""
@@ -81,6 +91,10 @@ def run_id(model: str, combo: list[str]) -> str:
     letters = "".join(get(d).letter or "" for d in combo)
     extra = "".join(f"_{get(d).name.upper()[:3]}" for d in combo if not get(d).letter)
     return f"{model}__{letters}{extra}".replace("__" + "_", "__")
+
+
+#: Suffix of a leakage twin: the same run trained with ``leakage: keep`` (grid key ``leakage_keep``).
+KEEP_SUFFIX = "__keep"
 
 
 def _resolve(base: Path, p: str | os.PathLike) -> Path:
@@ -117,28 +131,44 @@ def load_grid(path: str | os.PathLike, *, data: str | None = None, work: str | N
         from .models import paper_models
 
         models = paper_models()
-    data_v = data or os.environ.get("DATA_ROOT") or g.get("data", "synthetic")
+    data_v = data or os.environ.get("DATA_ROOT")
+    data_base = Path.cwd()  # a folder given on the command line / in the environment: from here
+    if not data_v:
+        data_v = g.get("data", "synthetic")
+        data_base = REPO    # a folder written in the grid file: relative to the repository
     if "$" in str(os.path.expandvars(str(data_v))):
         raise ParamError(f"{path}: data is {data_v!r}; set DATA_ROOT to the folder holding the "
                          "releases as DATA_ROOT/<name>/ (see the README's 'Real data')")
+    data_dirs = g.get("data_dirs") or {}
+    if not isinstance(data_dirs, dict):
+        raise ParamError(f"{path}: data_dirs must map release names to folders, got {data_dirs!r}")
+    try:
+        data_dirs = {get(k).short: str(v) for k, v in data_dirs.items()}
+    except KeyError as e:
+        raise ParamError(f"{path}: data_dirs: {e}") from None
     work_v = work or os.environ.get("WORK") or g.get("work", "work")
     res_v = results or os.environ.get("RESULTS") or g.get("results", f"results/{g['name']}")
     grid = Grid(
-        name=str(g["name"]), path=path, data=str(data_v) if data_v == "synthetic" else str(_resolve(Path.cwd(), data_v)),
+        name=str(g["name"]), path=path, data=str(data_v) if data_v == "synthetic" else str(_resolve(data_base, data_v)),
         work=_resolve(REPO, work_v), results=_resolve(REPO, res_v), models=list(models),
         combinations=parsed, eval_sets=[get(e).short for e in g["eval_sets"]], train=dict(g.get("train", {})),
         model_overrides=dict(g.get("model_overrides", {}) or {}), calibrate=dict(g.get("calibrate", {}) or {}),
         reject=dict(g.get("reject", {}) or {}), synthetic=dict(g.get("synthetic", {}) or {}),
         web=dict(g.get("web", {}) or {}), submission=get(g["submission"]).short if g.get("submission") else None,
-        figures=dict(g.get("figures", {}) or {}), group=g.get("group", 1), raw=g)
+        figures=dict(g.get("figures", {}) or {}), group=g.get("group", 1), data_dirs=data_dirs,
+        leakage_keep=[str(r) for r in (g.get("leakage_keep") or [])], raw=g)
     unknown = sorted(set(grid.model_overrides) - set(grid.models))
     if unknown:
         raise ParamError(f"{path}: model_overrides for models not in the grid: {unknown}")
+    ids = {run_id(m, c.split("+")) for m in grid.models for c in grid.model_combinations(m)}
+    bad = [r for r in grid.leakage_keep if r not in ids]
+    if bad:
+        raise ParamError(f"{path}: leakage_keep names run(s) not in the grid: {bad}; valid: {sorted(ids)}")
     return grid
 
 
-def run_params(grid: Grid, model: str, combo: str) -> TrainParams:
-    rid = run_id(model, combo.split("+"))
+def run_params(grid: Grid, model: str, combo: str, keep: bool = False) -> TrainParams:
+    rid = run_id(model, combo.split("+")) + (KEEP_SUFFIX if keep else "")
     evals = list(grid.eval_sets)
     if grid.submission and grid.submission not in evals:
         evals.append(grid.submission)
@@ -147,6 +177,8 @@ def run_params(grid: Grid, model: str, combo: str) -> TrainParams:
     d = {**grid.train, **over,
          "work": str(grid.work), "model": model, "train": combo, "eval_sets": evals,
          "out": str(grid.results / "runs" / rid)}
+    if keep:
+        d["leakage"] = "keep"
     return TrainParams.from_dict(d) if grid.work.is_dir() else _unvalidated(d)
 
 
@@ -162,15 +194,20 @@ def _unvalidated(d: dict) -> TrainParams:
 
 
 def expand(grid: Grid) -> dict[str, TrainParams]:
-    """run id → parameters, in grid order (models outer, combinations inner)."""
+    """run id → parameters, in grid order (models outer, combinations inner), then the leakage
+    twins (``leakage_keep``: the named runs again with ``leakage: keep``, id ``<run>__keep``)."""
     runs: dict[str, TrainParams] = {}
-    for m in grid.models:
-        for c in grid.model_combinations(m):
-            p = run_params(grid, m, c)
-            rid = Path(p.out).name
-            if rid in runs:
-                raise ParamError(f"{grid.path}: two runs share the id {rid}")
-            runs[rid] = p
+    twins = set(grid.leakage_keep)
+    for keep in (False, True):
+        for m in grid.models:
+            for c in grid.model_combinations(m):
+                if keep and run_id(m, c.split("+")) not in twins:
+                    continue
+                p = run_params(grid, m, c, keep=keep)
+                rid = Path(p.out).name
+                if rid in runs:
+                    raise ParamError(f"{grid.path}: two runs share the id {rid}")
+                runs[rid] = p
     return runs
 
 
