@@ -8,7 +8,8 @@ delete an image or edit a label file and the next ``snakemake`` re-ingests the r
 everything downstream (features, training, evaluation, report). Ingest also records the
 fingerprint of the data it read in ``report.json``.
 
-Measured: ~0.3 s per 10,000 files on a local disk (``stat`` only; no file is opened).
+Measured: 0.15–0.18 s per 10,000 files (local disk, warm cache, 2 busy cores; ``lstat`` only, no
+file is opened), so ~1.5 s per workflow start for all eleven real releases.
 """
 
 from __future__ import annotations
