@@ -108,9 +108,10 @@ def unlock(grid_file: str | Path) -> bool:
     live = live_snakemakes(REPO)
     if live:
         print(f"note: Snakemake is running in {REPO} (pid {', '.join(map(str, live))}); its locks are "
-              "left alone (a grid whose files it holds will wait for it)", flush=True)
+              "left alone (if it holds files of this grid, Snakemake will say the directory is locked: "
+              "wait for it, then rerun)", flush=True)
         return False
-    cmd = snakemake_cmd(grid_file, 1)[:5] + ["--unlock", "--quiet"]  # (no targets: [:5] is exe … grid)
+    cmd = snakemake_cmd(grid_file, 1)[:5] + ["--unlock", "--quiet"]  # exe -s Snakefile --config grid=
     subprocess.run(cmd, cwd=REPO, capture_output=True)
     return True
 
