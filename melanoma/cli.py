@@ -34,7 +34,7 @@ def cmd_ingest(a) -> int:
     kw = dict(shorter=a.cache_size, seed=a.seed, strict=a.strict, workers=a.workers,
               progress=not a.quiet)
     if a.all:
-        reports = ingest_all(a.root, a.out, **kw)
+        reports = ingest_all(a.root, a.out, skip_unknown=a.skip_unknown, **kw)
     else:
         if not a.dataset:
             raise SystemExit("melanoma ingest: give a DATASET (letter A–J or name) or --all")
@@ -42,9 +42,16 @@ def cmd_ingest(a) -> int:
         reports = {r["dataset"]: r}
     _print_table(counts_table(reports))
     for r in reports.values():
-        for kind in ("missing", "bad", "unlisted"):
-            if r[f"n_{kind}"]:
-                print(f"{r['name']}: {r[f'n_{kind}']} {kind} (listed in {a.out}/{r['dataset']}/report.json)")
+        for kind in ("missing", "bad", "unlisted", "outside_root", "duplicates", "bad_labels"):
+            if r.get(f"n_{kind}"):
+                print(f"{r['name']}: {r[f'n_{kind}']} {kind.replace('_', ' ')} (listed in "
+                      f"{a.out}/{r['dataset']}/report.json)")
+    if a.all:
+        from .datasets.ingest import unknown_folders
+
+        for u in unknown_folders(a.root):
+            print(f"skipped {a.root}/{u['folder']}/: names no release"
+                  + (f" (did you mean {u['suggestion']}/?)" if u["suggestion"] else ""))
     return 0
 
 
@@ -86,10 +93,10 @@ def cmd_train(a) -> int:
     if a.fast is not None:
         d["fast"] = a.fast
     if a.params:
-        from .io import read_yaml
-        d = {**(read_yaml(a.params) or {}), **{k: v for k, v in d.items() if v is not None}}
+        from .params import load_mapping
+        d = {**load_mapping(a.params, "a parameters file"), **{k: v for k, v in d.items() if v is not None}}
     d = {k: v for k, v in d.items() if v is not None}
-    train_run(TrainParams.from_dict(d), progress=not a.quiet)
+    train_run(TrainParams.from_dict(d, where="melanoma train"), progress=not a.quiet)
     print(f"run written to {a.out}")
     return 0
 
@@ -140,10 +147,10 @@ def _scalar(v: str):
 
 
 def cmd_nbrun(a) -> int:
-    from .io import read_yaml
     from .nbrun import run_notebook
+    from .params import load_mapping
 
-    params = dict(read_yaml(a.params_file) or {}) if a.params_file else {}
+    params = dict(load_mapping(a.params_file, "a parameters file")) if a.params_file else {}
     for k, v in a.p or []:
         params[k] = _scalar(v)
     r = run_notebook(a.notebook, a.output, a.status, parameters=params, after=a.after or [], cwd=a.cwd)
@@ -247,6 +254,23 @@ def cmd_screenshot(a) -> int:
     return 0
 
 
+def cmd_fingerprint(a) -> int:
+    from .datasets.fingerprint import update_stamp
+
+    fp = update_stamp(a.root, a.out)
+    print(f"{a.root}: {fp['n_files']} files, {fp['bytes']} bytes, fingerprint {fp['sha256'][:16]} → {a.out}")
+    return 0
+
+
+def cmd_retry(a) -> int:
+    from .pipeline import retry
+
+    done = retry(a.grid, a.run_ids, force=a.force, cores=a.cores)
+    if not done:
+        print("nothing to retry")
+    return 0
+
+
 def cmd_demo(a) -> int:
     """The embedded default, end to end."""
     from .pipeline import run_demo
@@ -276,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path, help="work folder: WORK/<name>/manifest.parquet, cache")
     s.add_argument("--cache-size", type=int, default=256, help="shorter side of cached images (default 256)")
     s.add_argument("--seed", type=int, default=0, help="seed for the validation splits we make (default 0)")
-    s.add_argument("--strict", action="store_true", help="fail on the first undecodable image instead of reporting it")
+    s.add_argument("--strict", action="store_true",
+                   help="fail on an undecodable image, a path outside the release or an undecidable label "
+                        "instead of reporting it")
+    s.add_argument("--skip-unknown", action="store_true",
+                   help="with --all: ingest the releases found and list folders that name none "
+                        "(default: such a folder is an error)")
     s.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_ingest)
@@ -408,6 +437,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--work", required=True, type=Path)
     s.set_defaults(func=cmd_summary)
 
+    s = sub.add_parser("fingerprint", help="write a release folder's fingerprint (paths, sizes, mtimes) "
+                       "if it changed; the workflow's ingest depends on it")
+    s.add_argument("--root", required=True, type=Path, help="the release folder (DATA/<name>)")
+    s.add_argument("--out", required=True, type=Path, help="the stamp file (WORK/<name>/release.json)")
+    s.set_defaults(func=cmd_fingerprint)
+
+    s = sub.add_parser("retry", help="rerun failed runs of a grid, and everything after them (report, book)")
+    s.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="run ids (`melanoma grid expand GRID` lists them)")
+    s.add_argument("--grid", required=True, help="the grid file the runs belong to (params/demo.yaml)")
+    s.add_argument("--force", action="store_true", help="retry runs that did not fail too (retrains them)")
+    s.add_argument("--cores", type=int, default=None, help="parallel jobs (default: all cores)")
+    s.set_defaults(func=cmd_retry)
+
     s = sub.add_parser("demo", help="a grid from nothing to the built book (default: the synthetic demo)")
     s.add_argument("--grid", default="params/demo.yaml", help="grid file (default params/demo.yaml)")
     s.add_argument("--cores", type=int, default=None, help="parallel jobs (default: all cores)")
@@ -422,6 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"melanoma {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, permission denied, read-only file system: no traceback
+        import errno
+
+        hint = {errno.ENOSPC: "the disk is full: free space (or use another --out/work folder) and rerun",
+                errno.EDQUOT: "the disk quota is exceeded", errno.EROFS: "the file system is read-only",
+                errno.EACCES: "permission denied"}.get(e.errno, "")
+        print(f"melanoma {args.command}: error: {e}{'; ' + hint if hint else ''}", file=sys.stderr)
         return 2
 
 

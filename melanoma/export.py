@@ -75,7 +75,10 @@ def load_run_model(run_dir: str | os.PathLike):
     # weights="none": the architecture only; the run's own weights are loaded next.
     model = build_model(params["model"], weights="none", freeze=params.get("freeze", "none"),
                         **(params.get("model_kwargs") or {}))
-    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    from .io import read_torch
+
+    state = read_torch(run_dir / "model.pt", "model", fix=f"retrain the run (`melanoma retry "
+                       f"{run_dir.name} --grid <grid file>`, or `melanoma train` into {run_dir})")
     model.load_state_dict(state)
     set_train_mode(model, False)
     return model, params

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import time
@@ -42,7 +43,7 @@ from .datasets import get
 from .datasets.combine import combine
 from .datasets.dedup import eval_frame, is_external
 from .datasets.manifest import read_manifest
-from .io import atomic_path, write_json, write_parquet, write_text, write_yaml
+from .io import CorruptFileError, atomic_path, read_torch, write_json, write_parquet, write_text, write_yaml
 from .models import build_model, model_config, set_train_mode, split_backbone_head, trainable_summary
 from .params import TrainParams
 from .transforms import eval_transform, train_transform
@@ -112,7 +113,7 @@ def _file_sha(path: Path) -> str:
 
 def _params_key(p: TrainParams) -> str:
     d = p.to_dict()
-    for k in ("workers", "device", "out"):  # do not change results
+    for k in ("workers", "device", "out"):  # do not change results (workers: tests/test_train.py)
         d.pop(k)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -153,9 +154,12 @@ def load_data(p: TrainParams):
 
 # ----------------------------------------------------------------------------- loop path
 
-def _loader(rows: pd.DataFrame, cache: ImageCache, tf, order, p: TrainParams, batch_size: int):
-    ds = feats.CachedImages(rows["content_hash"], rows["label"].clip(lower=0), cache, tf)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=list(order),
+def _loader(rows: pd.DataFrame, cache: ImageCache, tf, order, p: TrainParams, batch_size: int,
+            seed: int | None = None):
+    """``seed`` (training): image k of the epoch is augmented under ``(seed, k)`` whichever worker
+    loads it, so ``workers`` never changes results (:class:`melanoma.features.CachedImages`)."""
+    ds = feats.CachedImages(rows["content_hash"], rows["label"].clip(lower=0), cache, tf, seed=seed)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=list(enumerate(order)),
                                        num_workers=p.workers, persistent_workers=False)
 
 
@@ -183,7 +187,8 @@ def _train_epoch_loop(model, opt, rows, cache, tf, order, p, device, progress, d
     set_train_mode(model, True)
     amp = device.type == "cuda"
     tot, correct, n = 0.0, 0, 0
-    for x, y in tqdm(_loader(rows, cache, tf, order, p, p.batch_size), desc=desc,
+    aug_seed = int(torch.randint(0, 2**62, (1,)))  # from the epoch's seed (train_run seeds torch per epoch)
+    for x, y in tqdm(_loader(rows, cache, tf, order, p, p.batch_size, seed=aug_seed), desc=desc,
                      disable=not progress, leave=False, unit="batch", mininterval=2.0):
         x, y = x.to(device), y.to(device)
         if amp:
@@ -328,18 +333,45 @@ class Run:
         """Load ``checkpoint.pt`` if it belongs to these parameters; returns the first epoch to run."""
         if trained is not None:
             self.trained = trained
-        if self.ck_path.is_file():
-            ck = torch.load(self.ck_path, map_location="cpu", weights_only=True)
-            if ck.get("key") == self.key:
-                self.trained.load_state_dict(ck["model"])
-                self.opt.load_state_dict(ck["opt"])
-                self.sched.load_state_dict(ck["sched"])
-                self.history = [dict(zip(ck["history_cols"], row)) for row in ck["history"]]
-                self.best_state, self.best_score = ck["best_state"], ck["best_score"]
-                self.start = int(ck["epoch"])
-                self.log(f"[train] resuming after epoch {self.start}")
-            else:
+        if not self.ck_path.is_file():
+            return self.start
+        # A checkpoint that cannot be read or does not fit this model is moved aside (named in the
+        # log and in run.json) and the run starts from scratch, instead of failing every retry.
+        before = (copy.deepcopy(self.trained.state_dict()), copy.deepcopy(self.opt.state_dict()),
+                  copy.deepcopy(self.sched.state_dict()))
+        try:
+            ck = read_torch(self.ck_path, "checkpoint")
+            need = {"key", "epoch", "model", "opt", "sched", "best_state", "best_score",
+                    "history_cols", "history"}
+            if not isinstance(ck, dict) or not need <= set(ck):
+                raise CorruptFileError(f"checkpoint {self.ck_path} lacks "
+                                       f"{sorted(need - set(ck)) if isinstance(ck, dict) else 'everything'}")
+            if ck["key"] != self.key:
                 self.log("[train] checkpoint belongs to other parameters; starting over")
+                return self.start
+            self.trained.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["opt"])
+            self.sched.load_state_dict(ck["sched"])
+            history = [dict(zip(ck["history_cols"], row)) for row in ck["history"]]
+            start = int(ck["epoch"])
+            if len(history) != start or not 0 < start <= self.n_epochs:
+                raise CorruptFileError(f"checkpoint {self.ck_path} says epoch {start} with "
+                                       f"{len(history)} history rows")
+        except (CorruptFileError, RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            self.trained.load_state_dict(before[0])
+            self.opt.load_state_dict(before[1])
+            self.sched.load_state_dict(before[2])
+            aside = self.ck_path.with_name(f"checkpoint.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+                                           f"-{os.getpid()}.pt")
+            os.replace(self.ck_path, aside)
+            self.extra["checkpoint_moved_aside"] = {"file": str(aside), "reason": str(e)}
+            self.log(f"[train] WARNING: {e if 'checkpoint' in str(e) else f'checkpoint {self.ck_path}: {e}'}; "
+                     f"moved aside to {aside.name}; training starts again from epoch 1")
+            return self.start
+        self.history = history
+        self.best_state, self.best_score = ck["best_state"], ck["best_score"]
+        self.start = start
+        self.log(f"[train] resuming after epoch {self.start}")
         return self.start
 
     @property
