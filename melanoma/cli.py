@@ -184,10 +184,11 @@ def _grid_arg(text: str):
 
 
 def cmd_reject(a) -> int:
-    from .evaluate import reject_run, reject_table
+    from .evaluate import methods_table, reject_run, reject_table
 
     r = reject_run(a.run_dir, mode=a.mode, grid=a.grid, min_coverage=a.min_coverage,
-                   temperature=a.temperature, base=a.base, B=a.bootstrap, seed=a.seed)
+                   temperature=a.temperature, base=a.base, B=a.bootstrap, seed=a.seed, method=a.method,
+                   conformal_alpha=a.alpha, risk_target=a.risk_target, risk_delta=a.risk_delta)
     _print_table(reject_table(r))
     for es, e in r["eval_sets"].items():
         note = e.get("val_search", {}).get("note")
@@ -195,6 +196,7 @@ def cmd_reject(a) -> int:
             print(f"{es}: {note}")
         if e.get("flags") and "skipped" not in e:
             print(f"{es}: FLAGGED ({', '.join(f['code'] for f in e['flags'])}): do not read 'after' at face value")
+    _print_table(methods_table(r))
     print(f"written {Path(a.run_dir) / 'rejection.json'}{'  (SYNTHETIC data)' if r['synthetic'] else ''}")
     return 0
 
@@ -402,6 +404,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make the temperature-scaled variant (T fitted on val) the primary result; both are "
                         "always computed and reported side by side")
     s.add_argument("--base", type=float, default=2, help="entropy base (default 2: bits)")
+    s.add_argument("--method", choices=["entropy", "conformal", "sgr"], default="entropy",
+                   help="the primary rule (all three are always reported side by side): entropy (the paper), "
+                        "conformal (class-conditional sets; confident = one class in the set), sgr (selective "
+                        "guaranteed risk)")
+    s.add_argument("--alpha", type=float, default=0.1,
+                   help="conformal: at most this fraction of each class (melanomas included) misses its label "
+                        "(default 0.1)")
+    s.add_argument("--risk-target", type=float, default=0.2, help="sgr: bound on the error among the retained (default 0.2)")
+    s.add_argument("--risk-delta", type=float, default=0.05, help="sgr: probability the bound may fail (default 0.05)")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples B (default 1000)")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     s.set_defaults(func=cmd_reject)

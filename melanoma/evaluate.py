@@ -73,6 +73,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from .conformal import compare_methods, conformal_decisions, fit_conformal
 from .io import read_json, write_json
 from .metrics import (
     MetricUndefinedWarning,
@@ -91,8 +92,9 @@ from .uncertainty import (
     aurc,
     eaurc,
     fit_temperature,
+    entropy,
     referral_counts,
-    rejection_report,
+    report_for_mask,
     retained_mask,
     risk_coverage_curve,
     search_threshold,
@@ -101,11 +103,13 @@ from .uncertainty import (
 
 __all__ = [
     "MODES",
+    "METHODS",
     "DEFAULT_MODE",
     "LOW_TEST_COVERAGE",
     "default_grid",
     "rejection_flags",
     "flag_text",
+    "methods_table",
     "DEFAULT_MIN_COVERAGE",
     "DEFAULT_COVERAGES",
     "parse_grid",
@@ -120,6 +124,9 @@ __all__ = [
 ]
 
 MODES = ("relative", "absolute", "coverage")
+
+#: Rejection methods compared side by side (:mod:`melanoma.conformal`); ``method`` picks the primary.
+METHODS = ("entropy", "conformal", "sgr")
 
 #: The default rejection rule: the seed code's relative threshold (see :func:`reject_run`).
 DEFAULT_MODE = "relative"
@@ -533,6 +540,10 @@ def reject_run(
     seed: int = 0,
     n_bins: int = 10,
     coverages=DEFAULT_COVERAGES,
+    method: str = "entropy",
+    conformal_alpha: float = 0.1,
+    risk_target: float = 0.2,
+    risk_delta: float = 0.05,
 ) -> dict:
     """Entropy rejection for every evaluation set of a run: threshold on validation, report on test.
 
@@ -551,7 +562,15 @@ def reject_run(
        ``coverages``, the risk–coverage curve; and the accuracy–rejection curve (Fig. 3) on
        validation;
     4. flag what must not be read at face value (:func:`rejection_flags`): a relaxed floor,
-       test coverage below :data:`LOW_TEST_COVERAGE`, a retained set with one class.
+       test coverage below :data:`LOW_TEST_COVERAGE`, a retained set with one class;
+    5. beside the entropy rule, the two rules that promise something (:mod:`melanoma.conformal`),
+       fitted on the same validation arrays: class-conditional conformal sets at
+       ``conformal_alpha`` (a prediction is confident when its set is a single class) and
+       selective guaranteed risk (error among the retained ≤ ``risk_target`` with probability
+       1 - ``risk_delta``); each with its promise, whether test kept it, coverage, accuracy,
+       melanoma miss rate and referrals with bootstrap CIs, and miss rate vs coverage curves
+       (``methods``). ``method`` picks which of the three fills the entry's main fields
+       (``coverage``, ``after``, ``referral``, ``flags``).
 
     The default rule, ``mode="relative"``, is the seed code's: each candidate r in 0.05, 0.06, …,
     0.20 rejects the fraction r of the **validation** split with the highest entropy; its
@@ -599,6 +618,12 @@ def reject_run(
         ECE bins (search objective and reports).
     coverages : sequence of float, default=(0.8, 0.9, 1.0)
         Coverages at which the selective risk on test is reported.
+    method : {"entropy", "conformal", "sgr"}, default="entropy"
+        The rule whose retained set is the primary result.
+    conformal_alpha : float, default=0.1
+        Conformal miscoverage per class.
+    risk_target, risk_delta : float, default 0.2 and 0.05
+        SGR's bound on the selective error and its failure probability.
 
     Returns
     -------
@@ -608,6 +633,11 @@ def reject_run(
     _check_common(B, alpha, n_bins, seed)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    for name, v in (("conformal_alpha", conformal_alpha), ("risk_target", risk_target), ("risk_delta", risk_delta)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise ValueError(f"{name} must be in (0, 1), got {v!r}")
     g_arr = _resolve_grid(grid, mode, base)
     if isinstance(min_coverage, bool) or not isinstance(min_coverage, (int, float)) or not 0 <= min_coverage <= 1:
         raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage!r}")
@@ -617,7 +647,9 @@ def reject_run(
     primary = "temperature" if temperature else "raw"
     out = {**_header(run, run_dir), "mode": mode, "base": float(base), "grid": g_arr,
            "min_coverage": float(min_coverage), "temperature": bool(temperature), "primary": primary,
-           "low_test_coverage": LOW_TEST_COVERAGE, "n_bins": int(n_bins),
+           "low_test_coverage": LOW_TEST_COVERAGE, "n_bins": int(n_bins), "method": method,
+           "conformal_alpha": float(conformal_alpha), "risk_target": float(risk_target),
+           "risk_delta": float(risk_delta),
            "B": int(B), "alpha": float(alpha), "seed": int(seed), "decision_threshold": 0.5,
            "coverages": coverages, "eval_sets": {}}
     sources = run.get("eval_sources") or {}
@@ -653,10 +685,41 @@ def reject_run(
                                     "val_source": src["val"], "test_source": src["test"]}
             continue
         thr = v["threshold"]
-        rep, msgs = _with_warnings(rejection_report, yt, pt, thr, mode=v["apply_mode"], base=base, n_bins=n_bins,
-                                   ci=True, B=B, alpha=alpha, seed=seed)
+        entropy_keep = retained_mask(pt, thr, mode=v["apply_mode"], base=base)
+        methods = compare_methods(yv, pv, yt, pt, entropy_keep=entropy_keep,
+                                  entropy_threshold=thr if v["apply_mode"] == "absolute" else math.nan,
+                                  alpha=conformal_alpha, risk_target=risk_target, risk_delta=risk_delta,
+                                  B=B, ci_alpha=alpha, seed=seed)
+        # the conformal / SGR promises assume test exchangeable with the calibration split: not so
+        # when an external set borrows the training combination's validation split
+        own = src["val"] == "own validation split"
+        for name in ("conformal", "sgr"):
+            methods[name].update(calibrated_on=src["val"], exchangeable=own)
+        flags = v["flags"]
+        if method == "entropy":
+            keep = entropy_keep
+        elif method == "conformal":
+            _, keep, _ = conformal_decisions(fit_conformal(yv, pv, conformal_alpha), pt)
+            thr = math.nan
+        else:
+            sg = methods["sgr"]
+            thr = sg["threshold"]
+            keep = entropy(pt) <= thr if sg["met"] else np.zeros(yt.size, bool)
+        rep, msgs = _with_warnings(report_for_mask, yt, pt, keep, n_bins=n_bins, ci=True, B=B, alpha=alpha,
+                                   seed=seed)
+        if method != "entropy":
+            flags = rejection_flags({}, rep["coverage"], rep["referral"])
+            if method == "conformal" and methods["conformal"]["n_set_label_differs"]:
+                flags.append({"code": "set-label-differs",
+                              "text": f"{methods['conformal']['n_set_label_differs']} singleton set(s) disagree "
+                                      "with p > 0.5; 'after' counts them by p"})
+            if method == "sgr" and not methods["sgr"]["met"]:
+                flags.append({"code": "sgr-not-met", "text": f"no threshold bounds the error at {risk_target:g} "
+                                                             f"with probability {1 - risk_delta:g}"})
         entry = {
-            "threshold": thr, "fraction": v["fraction"], "threshold_unit": _unit(mode, base),
+            "method": method,
+            "threshold": thr, "fraction": v["fraction"] if method == "entropy" else math.nan,
+            "threshold_unit": _unit(mode, base),
             "coverage": rep["coverage"], "val_coverage": v["val_coverage"], "n": n, "n_unlabelled": n_unl,
             "n_test": rep["n"], "n_retained": rep["n_retained"], "n_rejected": rep["n_rejected"],
             "before": rep["before"], "after": rep["after"],
@@ -664,7 +727,8 @@ def reject_run(
             **{k: rep[k] for k in ("fp_before", "fn_before", "fp_after", "fn_after", "fp_prevented",
                                    "fn_prevented", "tp_rejected", "tn_rejected", "misdiagnoses_prevented",
                                    "correct_rejected", "fp_reduction_pct", "fn_reduction_pct", "referral")},
-            "flags": v["flags"],
+            "flags": flags,
+            "methods": methods,
             "val_search": v["val_search"],
             "val_source": src["val"], "test_source": src["test"],
             "min_coverage": float(min_coverage),
@@ -738,6 +802,29 @@ def reject_table(result: dict) -> pd.DataFrame:
             "benign referred": f"{r['benign_referred']} of {r['n_benign']}",
             "flags": flag_text(e["flags"]),
         })
+    return pd.DataFrame(rows)
+
+
+def methods_table(result: dict) -> pd.DataFrame:
+    """Entropy rule vs conformal sets vs SGR per evaluation set: coverage, accuracy, melanomas
+    given a confident benign label (miss rate), melanomas referred, and whether test kept the
+    method's promise (entropy promises nothing)."""
+    rows = []
+    for es, e in result["eval_sets"].items():
+        for name, m in (e.get("methods") or {}).items():
+            if name == "curves":
+                continue
+            kept = {True: "yes", False: "NO", None: "no promise"}[m.get("kept")]
+            if name == "sgr" and not m.get("met"):
+                kept = "no threshold meets the target on validation"
+            elif name == "conformal" and not m.get("exchangeable", True):
+                kept += " (no guarantee: calibrated on another split)"
+            rows.append({"eval set": es, "method": name,
+                         "coverage": f"{_f(m['coverage'], '.2f')} ({m['n_retained']}/{m['n']})",
+                         "accuracy": _f(m["accuracy"]),
+                         "melanomas missed (confident benign)": f"{m['melanoma_missed']} of {m['n_melanoma']} "
+                                                                f"({_f(m['miss_rate'], '.3f')})",
+                         "melanomas referred": m["melanoma_referred"], "promise kept on test": kept})
     return pd.DataFrame(rows)
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "triage_labels",
     "search_threshold",
     "rejection_report",
+    "report_for_mask",
     "referral_counts",
     "accuracy_rejection_curve",
     "risk_coverage_curve",
@@ -565,10 +566,29 @@ def rejection_report(
     """
     y, p = _check_y_p(y_test, p_test)
     mode = _check_mode(mode)
+    keep = retained_mask(p, threshold, mode=mode, base=base)
+    return {**report_for_mask(y, p, keep, decision_threshold=decision_threshold, n_bins=n_bins, ci=ci, B=B,
+                              alpha=alpha, seed=seed), "threshold": float(threshold), "mode": mode}
+
+
+def report_for_mask(y, p, keep, *, decision_threshold: float = 0.5, n_bins: int = 10, ci: bool = False,
+                    B: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """:func:`rejection_report` for any retained mask (e.g. the singleton sets of a conformal
+    classifier): metrics before / after, coverage, FP/FN before, after and prevented, referral.
+
+    Returns the keys of :func:`rejection_report` except ``threshold`` and ``mode``.
+
+    Examples
+    --------
+    >>> r = report_for_mask([1, 0, 1, 0], [0.99, 0.02, 0.45, 0.6], [True, True, False, False])
+    >>> r["coverage"], r["fn_prevented"], r["referral"]["melanoma_referred"]
+    (0.5, 1, 1)
+    """
+    y, p = _check_y_p(y, p)
+    keep = _check_mask(np.asarray(keep), p.size)
     decision_threshold = _check_threshold(decision_threshold)
     if ci:
         _check_bootstrap(B, alpha)
-    keep = retained_mask(p, threshold, mode=mode, base=base)
     kw = dict(threshold=decision_threshold, n_bins=n_bins, ci=ci, B=B, alpha=alpha, seed=seed)
     before = classification_report(y, p, **kw)
     if keep.any():
@@ -581,8 +601,6 @@ def rejection_report(
     n = int(y.size)
     n_ret = int(keep.sum())
     return {
-        "threshold": float(threshold),
-        "mode": mode,
         "n": n,
         "n_retained": n_ret,
         "n_rejected": n - n_ret,

@@ -416,3 +416,62 @@ def test_val_and_test_sources_come_from_run_json(tmp_path):
     assert r["eval_sets"]["isic2018"]["val_source"].startswith("the training combination's")
     assert r["eval_sets"]["isic2018"]["test_source"].startswith("the whole release")
     assert r["eval_sets"]["isic2017"]["val_source"] == "own validation split"
+
+
+# ----------------------------------------------------------------------------- rules with a guarantee
+
+def test_methods_side_by_side_and_conformal_as_primary(run_dir):
+    r = evaluate.reject_run(run_dir, B=B)
+    e = r["eval_sets"]["isic2017"]
+    assert set(e["methods"]) == {"entropy", "conformal", "sgr", "curves"}
+    # the entropy method is the primary result's retained set
+    assert e["methods"]["entropy"]["n_retained"] == e["n_retained"]
+    conf = e["methods"]["conformal"]
+    assert conf["alpha"] == 0.1 and conf["exchangeable"] is True
+    assert set(conf["class_coverage"]) == {"melanoma", "benign"}
+    # recompute the conformal sets from the validation rows with the exported thresholds
+    yv, pv = _val_rows(run_dir, "isic2017")
+    yt, pt = _test_rows(run_dir, "isic2017")
+    mp = conf["min_prob"]
+    S = np.stack([1 - pt >= mp[0] - 1e-12, pt >= mp[1] - 1e-12], 1)
+    assert conf["class_coverage"]["melanoma"]["observed"] == pytest.approx(S[yt == 1, 1].mean())
+    single = S.sum(1) == 1
+    assert conf["n_retained"] == single.sum()
+    # conformal as the primary: the main fields follow its singletons
+    c = evaluate.reject_run(run_dir, B=B, method="conformal", conformal_alpha=0.2)
+    ce = c["eval_sets"]["isic2017"]
+    assert c["method"] == "conformal" and ce["method"] == "conformal" and math.isnan(ce["threshold"])
+    assert ce["n_retained"] == ce["methods"]["conformal"]["n_retained"] and ce["methods"]["conformal"]["alpha"] == 0.2
+    assert ce["referral"]["melanoma_missed"] == ce["methods"]["conformal"]["melanoma_missed"]
+    s = evaluate.reject_run(run_dir, B=B, method="sgr", risk_target=0.3)
+    se = s["eval_sets"]["isic2017"]
+    if se["methods"]["sgr"]["met"]:
+        assert se["threshold"] == se["methods"]["sgr"]["threshold"] and se["methods"]["sgr"]["bound"] <= 0.3
+    else:
+        assert "sgr-not-met" in [f["code"] for f in se["flags"]]
+    with pytest.raises(ValueError, match="method"):
+        evaluate.reject_run(run_dir, B=B, method="bayes")
+    with pytest.raises(ValueError, match="conformal_alpha"):
+        evaluate.reject_run(run_dir, B=B, conformal_alpha=1.5)
+
+
+def test_external_calibration_has_no_guarantee(tmp_path):
+    run = make_run(tmp_path / "run")
+    info = json.loads((run / "run.json").read_text())
+    info["eval_sources"] = {"isic2018": {"val": "the training combination's validation split (60 images of B)",
+                                         "test": "official test split"}}
+    write_json(run / "run.json", info)
+    r = evaluate.reject_run(run, B=B)
+    assert r["eval_sets"]["isic2018"]["methods"]["conformal"]["exchangeable"] is False
+    assert r["eval_sets"]["isic2017"]["methods"]["conformal"]["exchangeable"] is True
+    t = evaluate.methods_table(r)
+    assert t[(t["eval set"] == "isic2018") & (t["method"] == "conformal")]["promise kept on test"].iloc[0] \
+        .endswith("(no guarantee: calibrated on another split)")
+
+
+def test_cli_reject_method_conformal(run_dir, capsys):
+    assert main(["reject", str(run_dir), "--method", "conformal", "--alpha", "0.2", "--bootstrap", str(B)]) == 0
+    out = capsys.readouterr().out
+    assert "promise kept on test" in out and "conformal" in out
+    j = json.loads((run_dir / "rejection.json").read_text())
+    assert j["method"] == "conformal" and j["conformal_alpha"] == 0.2
