@@ -400,6 +400,106 @@ def figures(grid: Grid, summary: pd.DataFrame, chosen) -> None:
         write_text(GEN / "fig_risk_coverage.md", "_No risk–coverage curves._\n")
     write_text(GEN / "rejection_variants.md", variants_table(summary, rid))
     write_text(GEN / "eval_sources.md", eval_sources_table(rej))
+    guarantees_section(grid, summary, rid, blocks)
+
+
+def _ci_cell(m: dict, k: str, pct: bool = True) -> str:
+    ci = (m.get("ci") or {}).get(k) or {}
+    return fmt_ci(m.get(k, np.nan), ci.get("low", np.nan), ci.get("high", np.nan), pct=pct)
+
+
+def _kept_cell(m: dict) -> str:
+    if m.get("met") is False:
+        return "no threshold meets the target on validation"
+    k = {True: "kept", False: "**broken**", None: "no promise"}[m.get("kept")]
+    if m.get("exchangeable") is False:
+        k += " (no guarantee: calibrated on another split)"
+    return k
+
+
+def guarantees_section(grid: Grid, summary: pd.DataFrame, rid: str | None, blocks: dict[str, dict]) -> None:
+    """Entropy rule vs conformal sets vs SGR: what each promises, what test did, miss rate vs coverage."""
+    from . import plots
+    from .conformal import PROMISES
+
+    rows, curves, points = [], {}, {}
+    for name, b in blocks.items():
+        ms = b.get("methods") or {}
+        if not ms:
+            continue
+        for method in ("entropy", "conformal", "sgr"):
+            m = ms.get(method)
+            if not m:
+                continue
+            param = {"entropy": f"{m.get('threshold', np.nan):.3f} bits", "conformal": f"α = {m.get('alpha', np.nan):g}",
+                     "sgr": f"target {m.get('target', np.nan):g}, δ = {m.get('delta', np.nan):g}"
+                            + (f", bound {m['bound']:.3f}" if m.get("met") else "")}[method]
+            extra = ""
+            if method == "conformal":
+                cc = m.get("class_coverage") or {}
+                extra = "; ".join(f"{c} {v['observed']:.3f} (≥ {v['target'] - v['slack']:.3f})"
+                                  for c, v in cc.items() if v.get("observed") == v.get("observed"))
+            elif method == "sgr" and m.get("met"):
+                extra = f"risk on test {m.get('test_risk', np.nan):.3f} (≤ {m.get('target', np.nan):g})"
+            rows.append({"Test set": name, "Method": method, "Parameter": param,
+                         "Coverage": _ci_cell(m, "coverage"), "Accuracy (retained)": _ci_cell(m, "accuracy"),
+                         "Sensitivity (retained)": _ci_cell(m, "sensitivity_retained"),
+                         "Melanomas with a confident benign label": f"{m['melanoma_missed']} of {m['n_melanoma']} — "
+                         + _ci_cell(m, "miss_rate"),
+                         "Melanomas referred": f"{m['melanoma_referred']} of {m['n_melanoma']}",
+                         "Promise on test": _kept_cell(m) + (f": {extra}" if extra else "")})
+        if ms.get("curves"):
+            curves[name] = ms["curves"]
+            points[name] = {k: (ms[k]["coverage"], ms[k]["miss_rate"]) for k in ("entropy", "conformal", "sgr")
+                            if k in ms}
+    if not rows:
+        write_text(GEN / "guarantees.md", "_No rejection results._\n")
+        return
+    a = blocks[next(iter(blocks))].get("methods", {}).get("conformal", {}).get("alpha", np.nan)
+    md = [f"Run `{rid}`, test splits; every rule fitted on the evaluation set's validation split only. "
+          "What each method promises:\n",
+          f"- **entropy rule** (the paper): {PROMISES['entropy']};",
+          f"- **conformal sets** (class-conditional split conformal, α = {a:g}; `crepes`): {PROMISES['conformal']}. "
+          "A prediction is confident when its set holds one class, *Uncertain* when it holds both (or none). "
+          "The observed class coverage is checked against 1 - α minus its finite-sample slack (95 % of "
+          "Beta-Binomial draws lie above it);",
+          f"- **selective guaranteed risk** (Geifman & El-Yaniv 2017): {PROMISES['sgr']}.\n",
+          _md_table(pd.DataFrame(rows))]
+    if curves:
+        _save(plots.miss_rate_vs_coverage(curves, points, title=f"melanoma miss rate vs coverage, {rid}{_syn(grid)}"),
+              "fig_guarantees.png")
+        md.append(_figure_md("fig_guarantees.png", "fig-guarantees",
+                             f"Melanomas given a confident benign label (fraction of all melanomas) against coverage "
+                             f"on each test split, run `{rid}`, as each method's parameter varies (entropy rule: r "
+                             "0 … 0.9; conformal: α 0.01 … 0.5; SGR: target 0.02 … 0.5, where met); the dots are "
+                             "the operating points of the table above."))
+    md.append(promise_summary(summary))
+    write_text(GEN / "guarantees.md", "\n".join(md))
+
+
+def promise_summary(summary: pd.DataFrame) -> str:
+    """Across every run × evaluation set of the grid: how often each method's promise held on test."""
+    if "phase" not in summary:
+        return ""
+    m = summary[summary["phase"].astype(str).str.startswith("method_")]
+    if m.empty:
+        return ""
+    rows = []
+    for method, g in m.groupby("rejection_method", sort=False):
+        exch = g[g["exchangeable"].fillna(True).astype(bool)] if "exchangeable" in g else g
+        kept = (exch["promise_kept"] == "yes").sum()
+        broken = (exch["promise_kept"] == "no").sum()
+        rows.append({"Method": method, "Results (run × test set)": len(g),
+                     "With a guarantee (own calibration split)": len(exch) if method != "entropy" else 0,
+                     "Promise kept": int(kept) if method != "entropy" else "no promise",
+                     "Broken": int(broken) if method != "entropy" else "–",
+                     "Not applicable (SGR target not met)": int((g.get("sgr_met", pd.Series(True, index=g.index))
+                                                                 .fillna(True) == False).sum())  # noqa: E712
+                     if method == "sgr" else "–",
+                     "Median coverage": fmt(float(g["coverage"].median())),
+                     "Median melanoma miss rate": fmt(float(g["miss_rate"].median()))})
+    return ("\n**Across the grid** (every run × test set; a conformal or SGR promise counts only where the "
+            "calibration split is the test set's own):\n\n" + _md_table(pd.DataFrame(rows)))
 
 
 def referral_table(blocks: dict[str, dict]) -> str:

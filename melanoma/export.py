@@ -22,7 +22,9 @@ and writes ``model.json`` — everything the page needs and nothing it must gues
   if present, else the threshold chosen on the validation split of its first evaluation set whose
   result is not flagged, else the fallback 0.5 bits (and ``threshold_source`` says so);
   ``threshold_facts``: the fraction r it rejected on validation, the validation and test coverage
-  it reached, and its flags (the page shows them beside the threshold);
+  it reached, and its flags (the page shows them beside the threshold); ``conformal``: the
+  class-conditional conformal thresholds of the same evaluation set (``min_prob`` per class), so
+  the page shows the conformal set beside the entropy;
 * the model name, the training combination, ``test_metrics`` (from ``metrics.json``; without it,
   computed from ``predictions.parquet`` without CIs and ``metrics_source`` says so),
   ``synthetic``, the ONNX file's size and sha256, and the parity measured at export.
@@ -172,6 +174,24 @@ def rejection_threshold(run_dir: str | os.PathLike, eval_order: list[str] | None
                 + (f" (FLAGGED: {flags})" if flags else ""), es)
     return (DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD} bits (rejection.json has no finite "
             "threshold)", None)
+
+
+def conformal_facts(run_dir: str | os.PathLike, eval_set: str | None) -> dict | None:
+    """The class-conditional conformal thresholds fitted on ``eval_set``'s validation split
+    (rejection.json ``methods.conformal``), for the page: class c is in the set iff
+    p_c >= ``min_prob[c]``. ``None`` when the run has no conformal result there."""
+    path = Path(run_dir) / "rejection.json"
+    if eval_set is None or not path.is_file():
+        return None
+    m = (((read_json(path).get("eval_sets") or {}).get(eval_set) or {}).get("methods") or {}).get("conformal")
+    if not m:
+        return None
+    return {"alpha": m["alpha"], "q": m["q"], "min_prob": m["min_prob"], "n_cal": m["n_cal"],
+            "eval_set": eval_set, "calibrated_on": m.get("calibrated_on", "validation split"),
+            "class_coverage": {c: {k: v.get(k) for k in ("observed", "target", "slack")}
+                               for c, v in (m.get("class_coverage") or {}).items()},
+            "rule": "class c is in the set iff p_c >= min_prob[c] (classes: non-melanoma, melanoma); "
+                    "confident iff exactly one class is in the set, else Uncertain"}
 
 
 def rejection_facts(run_dir: str | os.PathLike, eval_set: str | None) -> dict:
@@ -340,6 +360,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, opset:
         "threshold_source": source,
         "threshold_eval_set": thr_set,
         "threshold_facts": rejection_facts(run_dir, thr_set),
+        "conformal": conformal_facts(run_dir, thr_set),
         "test_metrics": metrics,
         "metrics_source": metrics_source,
         "eval_sets": params.get("eval_sets"),

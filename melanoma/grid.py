@@ -105,7 +105,7 @@ class Grid:
 RUN_KEYS = ("work", "model", "train", "eval_sets", "out")   # set per run by the grid, not in `train:`
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "calibrate": ("bins", "bootstrap"),
-    "reject": ("mode", "grid", "min_coverage", "bootstrap"),
+    "reject": ("mode", "grid", "min_coverage", "bootstrap", "method", "alpha", "risk_target", "risk_delta"),
     "synthetic": ("scale", "seed"),
     "web": ("run",),
     "figures": ("rejection", "calibration_single", "calibration_combined"),
@@ -167,6 +167,15 @@ def _check_reject(path: Path, where: str, rej: dict) -> None:
             parse_grid(str(rej["grid"]))
         except ValueError as e:
             raise ParamError(f"{path}: {where}.grid: {e}") from None
+    from .evaluate import METHODS
+
+    if "method" in rej and rej["method"] not in METHODS:
+        raise ParamError(f"{path}: {where}.method must be one of {', '.join(METHODS)}, got {rej['method']!r}"
+                         f"{did_you_mean(rej['method'], list(METHODS))}")
+    for k in ("alpha", "risk_target", "risk_delta"):
+        v = rej.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1):
+            raise ParamError(f"{path}: {where}.{k} must be a number in (0, 1), got {v!r}")
     mc = rej.get("min_coverage")
     if mc is not None and (isinstance(mc, bool) or not isinstance(mc, (int, float)) or not 0 <= mc <= 1):
         raise ParamError(f"{path}: {where}.min_coverage must be a number in [0, 1], got {mc!r}")

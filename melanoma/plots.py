@@ -25,6 +25,7 @@ __all__ = [
     "misdiagnoses_bar",
     "risk_coverage",
     "referral_bar",
+    "miss_rate_vs_coverage",
     "entropy_histogram",
     "sample_grid",
     "framework_diagram",
@@ -239,6 +240,63 @@ def risk_coverage(curves: Mapping[str, Mapping], title: str | None = None,
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title, wrap=True)
+    return fig
+
+
+def miss_rate_vs_coverage(curves: Mapping[str, Mapping], points: Mapping[str, Mapping] | None = None,
+                          title: str | None = None) -> Figure:
+    """Melanoma miss rate (confident benign labels / all melanomas) against coverage, one panel per
+    evaluation set, one line per rejection method as its parameter varies.
+
+    Parameters
+    ----------
+    curves : dict
+        ``{eval set: {method: {"coverage": [...], "miss_rate": [...]}}}``, e.g. the ``curves`` of
+        :func:`melanoma.conformal.compare_methods`.
+    points : dict, optional
+        ``{eval set: {method: (coverage, miss_rate)}}``: the operating point of each method's
+        chosen parameter, drawn as a dot.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Figure
+
+    Examples
+    --------
+    >>> c = {"entropy": {"coverage": [1, .8], "miss_rate": [.3, .2]},
+    ...      "conformal": {"coverage": [.6, .3], "miss_rate": [.1, .02]}, "sgr": {"coverage": [], "miss_rate": []}}
+    >>> fig = miss_rate_vs_coverage({"ISIC2017": c, "_7_point_criteria": c})
+    >>> len(fig.axes), len(fig.axes[0].lines)
+    (2, 3)
+    """
+    curves = _check_mapping(curves, "curves")
+    points = points or {}
+    n = len(curves)
+    fig = Figure(figsize=(min(4.2 * n, 13.0), 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    styles = {"entropy": ("#555555", "entropy rule (paper)"), "conformal": ("#1f77b4", "conformal sets"),
+              "sgr": ("#d62728", "selective guaranteed risk")}
+    for ax, (es, by_method) in zip(axes, curves.items()):
+        for method, c in by_method.items():
+            _need(c, ("coverage", "miss_rate"), f"curves[{es!r}][{method!r}]")
+            colour, label = styles.get(method, (None, method))
+            cov, miss = np.asarray(c["coverage"], float), np.asarray(c["miss_rate"], float)
+            order = np.argsort(cov, kind="stable")
+            ax.plot(cov[order], miss[order], marker=".", color=colour, label=f" {label}")
+            pt = (points.get(es) or {}).get(method)
+            if pt is not None and all(np.isfinite(pt)):
+                ax.scatter([pt[0]], [pt[1]], color=colour, edgecolor="black", s=50, zorder=3)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("coverage (confident predictions)")
+        ax.set_title(f" {es}", fontsize="medium")
+    axes[0].set_ylabel("melanomas given a confident benign label")
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title, wrap=True)
     return fig
 
 

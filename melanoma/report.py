@@ -6,7 +6,10 @@ metric, its bootstrap CI (``<metric>_low`` / ``<metric>_high``), the threshold (
 the fraction ``r`` it rejected on validation, the coverage on validation and test, the melanoma
 referral counts (caught / missed / referred, benign referred, sensitivity and specificity among
 the retained), and the rejection's ``flags`` (``floor-relaxed``, ``low-coverage``,
-``one-class-retained``, ``skipped``) with ``flagged`` and ``rejection_note``. ``runs.parquet`` has one row per run with the status of each step
+``one-class-retained``, ``skipped``) with ``flagged`` and ``rejection_note``; and one
+``method_<name>`` row per rejection method compared (entropy, conformal, sgr: coverage, accuracy,
+melanoma miss rate with CIs, ``promise_kept``, ``exchangeable``, conformal class coverage and
+slack, SGR target and bound). ``runs.parquet`` has one row per run with the status of each step
 and the paths of its executed notebooks (failed runs included, so the book can list them).
 
 SIIM-ISIC 2020 (Table 2): every run that scored ISIC 2020's unlabelled test split gets a
@@ -50,6 +53,9 @@ REFERRAL = ["n_melanoma", "melanoma_caught", "melanoma_missed", "melanoma_referr
             "benign_cleared", "benign_false_alarm", "benign_referred", "sensitivity_retained",
             "specificity_retained"]
 VARIANT_METRICS = ["accuracy", "sensitivity", "specificity", "auc", "ece", "brier"]
+#: Per rejection method (``method_<name>`` rows, :func:`melanoma.conformal.selective_stats`), with CIs.
+METHOD_STATS = ["coverage", "accuracy", "sensitivity_retained", "specificity_retained", "miss_rate",
+                "melanoma_referred_rate"]
 
 
 def _flags(block: dict) -> tuple[str, str]:
@@ -91,7 +97,8 @@ def run_rows(grid: Grid, rid: str, run_dir: Path) -> list[dict]:
             "twin_of": rid[: -len(KEEP_SUFFIX)] if rid.endswith(KEEP_SUFFIX) else "",
             "solver": probe.get("solver", "sgd"), "probe_C": _num(probe.get("C")),
             "probe_C_at_edge": bool(probe.get("at_edge", False)),
-            "rejection_mode": rej.get("mode", ""), "rejection_primary": rej.get("primary", "raw")}
+            "rejection_mode": rej.get("mode", ""), "rejection_primary": rej.get("primary", "raw"),
+            "rejection_method": rej.get("method", "entropy")}
     rows = []
     rej_sets, met_sets = rej.get("eval_sets") or {}, met.get("eval_sets") or {}
     for es in list(dict.fromkeys(list(rej_sets) + list(met_sets))):
@@ -138,6 +145,34 @@ def run_rows(grid: Grid, rid: str, run_dir: Path) -> list[dict]:
             row["val_coverage"] = _num((block.get("val_search") or {}).get("coverage", block.get("val_coverage")))
             temp = (mblock.get("temperature") or {}) if isinstance(mblock, dict) else {}
             row["temperature"] = _num(temp.get("T") if isinstance(temp, dict) else temp)
+            rows.append(row)
+        for name, m in (block.get("methods") or {}).items():
+            if name == "curves":
+                continue
+            row = dict(common, phase=f"method_{name}", rejection_method=name, flags="", flag_text="",
+                       flagged=False, rejection_note="")
+            for k in METHOD_STATS:
+                row[k] = _num(m.get(k))
+                ci = (m.get("ci") or {}).get(k) or {}
+                row[f"{k}_low"], row[f"{k}_high"] = _num(ci.get("low")), _num(ci.get("high"))
+            row["test_coverage"] = row["coverage"]
+            row["n"], row["n_retained"] = _num(m.get("n")), _num(m.get("n_retained"))
+            for k in ("n_melanoma", "melanoma_missed", "melanoma_referred", "benign_referred", "n_benign"):
+                row[k] = _num(m.get(k))
+            row["promise_kept"] = {True: "yes", False: "no"}.get(m.get("kept"), "")
+            row["exchangeable"] = bool(m.get("exchangeable", True))
+            if name == "conformal":
+                row["conformal_alpha"] = _num(m.get("alpha"))
+                for c in ("melanoma", "benign"):
+                    cc = (m.get("class_coverage") or {}).get(c) or {}
+                    row[f"class_coverage_{c}"] = _num(cc.get("observed"))
+                    row[f"class_coverage_{c}_slack"] = _num(cc.get("slack"))
+            if name == "sgr":
+                row["risk_target"], row["risk_bound"] = _num(m.get("target")), _num(m.get("bound"))
+                row["threshold"], row["sgr_met"] = _num(m.get("threshold")), bool(m.get("met"))
+                row["test_risk"] = _num(m.get("test_risk"))
+            if name == "entropy":
+                row["threshold"] = _num(m.get("threshold"))
             rows.append(row)
         other = "temperature" if rej.get("primary", "raw") == "raw" else "raw"
         v = (block.get("variants") or {}).get(other)

@@ -78,10 +78,14 @@ def test_flagged_rejection_in_summary_tables_and_captions(tmp_path, monkeypatch)
 
     grid, rd = _flagged_grid(tmp_path)
     s = pd.DataFrame(report.run_rows(grid, "m__B", rd))
-    f17 = s[s["eval_set"] == "isic2017"]
+    f17 = s[(s["eval_set"] == "isic2017") & s["phase"].isin(["before", "after"])]
     assert f17["flagged"].all() and "low-coverage" in f17["flags"].iloc[0]
     assert "test coverage" in f17[f17["phase"] == "after"]["rejection_note"].iloc[0]
     assert not s[s["eval_set"] == "isic2018"]["flagged"].any()
+    # the three rejection methods side by side, one row each
+    m = s[s["phase"].str.startswith("method_")]
+    assert sorted(m["rejection_method"].unique()) == ["conformal", "entropy", "sgr"]
+    assert (m.groupby("eval_set").size() == 3).all()
     a17 = f17[f17["phase"] == "after"].iloc[0]
     assert a17["test_coverage"] < 0.7 <= a17["val_coverage"]
     # referral counts in the summary add up, before and after
@@ -108,3 +112,7 @@ def test_flagged_rejection_in_summary_tables_and_captions(tmp_path, monkeypatch)
     assert f"ISIC2017 coverage {a17['test_coverage']:.2f}" in rc
     var = (book.GEN / "rejection_variants.md").read_text()
     assert "temperature-scaled" in var and "raw" in var
+    g = (book.GEN / "guarantees.md").read_text()
+    assert "conformal sets" in g and "selective guaranteed risk" in g and "fig_guarantees.png" in g
+    conf = s[(s["phase"] == "method_conformal") & (s["eval_set"] == "isic2018")].iloc[0]
+    assert f"{conf['class_coverage_melanoma']:.3f}" in g and "Across the grid" in g

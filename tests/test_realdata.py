@@ -66,6 +66,20 @@ def test_default_rejection_holds_on_every_real_test_set(real_runs):
     assert rej["eval_sets"]["isic2016"]["n_test"] == 305
 
 
+def test_conformal_guarantee_holds_on_real_isic2017(real_runs):
+    """Class-conditional conformal sets calibrated on ISIC 2017 val (30 melanomas, 120 benign): on
+    ISIC 2017 test each class's label is in its set for at least 1 - alpha - slack of its images."""
+    rej = _json(real_runs["B"], "rejection.json")
+    conf = rej["eval_sets"]["isic2017"]["methods"]["conformal"]
+    assert conf["alpha"] == 0.1 and conf["exchangeable"] is True
+    for cls in ("melanoma", "benign"):
+        c = conf["class_coverage"][cls]
+        assert c["observed"] >= 1 - conf["alpha"] - c["slack"], (cls, c)
+        assert 0 < c["slack"] < 0.2 and c["kept"] is True
+    # the promise in clinical terms: at most alpha (+ slack) of melanomas get a confident benign label
+    assert conf["miss_rate"] <= conf["alpha"] + conf["class_coverage"]["melanoma"]["slack"]
+
+
 def test_the_probe_converges_inside_its_search_range(real_runs):
     run = _json(real_runs["B"], "run.json")
     assert run["probe"]["solver"] == "lbfgs" and run["probe"]["converged"]

@@ -112,6 +112,20 @@ function entropyBits(ps) {
   return h;
 }
 
+/** The class-conditional conformal set (model.json `conformal`): class c is in it iff p_c >= min_prob[c]. */
+function conformalSet(probs) {
+  const c = state.meta && state.meta.conformal;
+  if (!c) return null;
+  return [0, 1].filter((k) => probs[k] >= c.min_prob[k]).map((k) => ["non-melanoma", "melanoma"][k]);
+}
+
+function conformalText(set) {
+  const c = state.meta.conformal;
+  const verdict = set.length === 1 ? `confident: ${set[0]}` : "Uncertain — refer";
+  return `{${set.join(", ")}} → ${verdict} (α = ${c.alpha}: at most ${Math.round(100 * c.alpha)} % of each class ` +
+    `misses its label, if your image resembles the ${c.eval_set} calibration images)`;
+}
+
 /** Run the model on a preprocessed (1, 3, S, S) tensor. */
 async function score(tensor) {
   const { meta, session } = state;
@@ -123,7 +137,7 @@ async function score(tensor) {
   const logits = Array.from(out[meta.onnx.output].data);
   const probs = softmax2(logits[0], logits[1]);
   const entropy = entropyBits(probs);
-  return { logits, probs, p: probs[1], entropy, uncertain: entropy > meta.threshold, ms };
+  return { logits, probs, p: probs[1], entropy, uncertain: entropy > meta.threshold, set: conformalSet(probs), ms };
 }
 
 /** Median inference time (ms) over n runs on the last input (benchmarks/web_inference.py). */
@@ -183,6 +197,8 @@ function showResult(r) {
   $("entropy").textContent = fmt(r.entropy, 3);
   $("label").textContent = r.p > state.meta.decision_threshold ? "melanoma" : "non-melanoma";
   $("uncertain").hidden = !r.uncertain;
+  $("conformal-row").hidden = r.set === null;
+  if (r.set !== null) $("conformal-set").textContent = conformalText(r.set);
   $("timing").textContent = `Scored on this device in ${r.ms.toFixed(1)} ms (onnxruntime-web, wasm, 1 thread).`;
   $("result").hidden = false;
 }
