@@ -28,6 +28,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/melanoma demo --grid $(GRID)
 
+## The real samples in ../shared/realdata, end to end to a book (work and results in ../realdata-work).
+.PHONY: realdata
+realdata: $(STAMP)
+	$(VENV)/bin/melanoma demo --grid params/realdata.yaml
+
 ## The test suite.
 test: $(STAMP) browser
 	$(PY) -m pytest -q

@@ -33,7 +33,7 @@ import common  # noqa: F401  (puts the repository on sys.path)
 from common import (REPO, command_line, json_comment, loadavg, machine_facts, md_table, parser,
                     print_table, section_header, write_results)
 
-LOCAL_RULES = {"all", "synth", "report", "book"}
+LOCAL_RULES = {"all", "synth", "release_fingerprint", "report", "book"}  # the Snakefile's localrules
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
@@ -166,7 +166,7 @@ def main(argv=None):
            "*after*: the training job (rule `train`, or `train_<model>__group<k>` for runs trained together) "
            "also calibrates and rejects each of its runs, in one kernel after the training notebook. "
            "Dry runs with `workflow/profiles/slurm`; *SLURM submissions* = jobs that are not local rules "
-           "(`all`, `synth`, `report`, `book` run in the head process).\n\n")
+           f"({', '.join(f'`{r}`' for r in sorted(LOCAL_RULES))} run in the head process).\n\n")
     md += md_table(rows, ["grid", "Snakefile", "jobs", "SLURM submissions", "by kind"])
     md += (f"\n**The paper grid: {pb['jobs']:,} jobs → {p['jobs']:,}; SLURM submissions "
            f"{pb['submitted']:,} → {p['submitted']:,}** (measured in this run).\n")

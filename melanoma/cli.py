@@ -34,7 +34,7 @@ def cmd_ingest(a) -> int:
     kw = dict(shorter=a.cache_size, seed=a.seed, strict=a.strict, workers=a.workers,
               progress=not a.quiet)
     if a.all:
-        reports = ingest_all(a.root, a.out, **kw)
+        reports = ingest_all(a.root, a.out, skip_unknown=a.skip_unknown, **kw)
     else:
         if not a.dataset:
             raise SystemExit("melanoma ingest: give a DATASET (letter A–J or name) or --all")
@@ -42,9 +42,16 @@ def cmd_ingest(a) -> int:
         reports = {r["dataset"]: r}
     _print_table(counts_table(reports))
     for r in reports.values():
-        for kind in ("missing", "bad", "unlisted"):
-            if r[f"n_{kind}"]:
-                print(f"{r['name']}: {r[f'n_{kind}']} {kind} (listed in {a.out}/{r['dataset']}/report.json)")
+        for kind in ("missing", "bad", "unlisted", "outside_root", "duplicates", "bad_labels"):
+            if r.get(f"n_{kind}"):
+                print(f"{r['name']}: {r[f'n_{kind}']} {kind.replace('_', ' ')} (listed in "
+                      f"{a.out}/{r['dataset']}/report.json)")
+    if a.all:
+        from .datasets.ingest import unknown_folders
+
+        for u in unknown_folders(a.root):
+            print(f"skipped {a.root}/{u['folder']}/: names no release"
+                  + (f" (did you mean {u['suggestion']}/?)" if u["suggestion"] else ""))
     return 0
 
 
@@ -81,14 +88,15 @@ def cmd_train(a) -> int:
     d = {"work": str(a.work), "model": a.model, "train": a.train, "eval_sets": a.eval, "out": str(a.out),
          "weights": a.weights, "freeze": a.freeze, "epochs": a.epochs, "image_size": a.image_size,
          "views": a.views, "seed": a.seed, "workers": a.workers, "device": a.device,
-         "leakage": a.leakage, "select": a.select, "loader": a.loader}
+         "leakage": a.leakage, "select": a.select, "loader": a.loader, "solver": a.solver,
+         "reg_grid": a.reg_grid}
     if a.fast is not None:
         d["fast"] = a.fast
     if a.params:
-        from .io import read_yaml
-        d = {**(read_yaml(a.params) or {}), **{k: v for k, v in d.items() if v is not None}}
+        from .params import load_mapping
+        d = {**load_mapping(a.params, "a parameters file"), **{k: v for k, v in d.items() if v is not None}}
     d = {k: v for k, v in d.items() if v is not None}
-    train_run(TrainParams.from_dict(d), progress=not a.quiet)
+    train_run(TrainParams.from_dict(d, where="melanoma train"), progress=not a.quiet)
     print(f"run written to {a.out}")
     return 0
 
@@ -139,12 +147,12 @@ def _scalar(v: str):
 
 
 def cmd_nbrun(a) -> int:
-    from .io import read_yaml
     from .nbrun import Step, run_steps
+    from .params import load_mapping
 
     steps = []
     while a is not None:  # `--then NOTEBOOK OUTPUT ...`: the next step, parsed like the first
-        params = dict(read_yaml(a.params_file) or {}) if a.params_file else {}
+        params = dict(load_mapping(a.params_file, "a parameters file")) if a.params_file else {}
         for k, v in a.p or []:
             params[k] = _scalar(v)
         steps.append(Step(a.notebook, a.output, a.status, params, a.after or [], a.cwd))
@@ -163,6 +171,13 @@ def cmd_calibrate(a) -> int:
     return 0
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
 def _grid_arg(text: str):
     from .evaluate import parse_grid
 
@@ -173,15 +188,19 @@ def _grid_arg(text: str):
 
 
 def cmd_reject(a) -> int:
-    from .evaluate import reject_run, reject_table
+    from .evaluate import methods_table, reject_run, reject_table
 
     r = reject_run(a.run_dir, mode=a.mode, grid=a.grid, min_coverage=a.min_coverage,
-                   temperature=a.temperature, base=a.base, B=a.bootstrap, seed=a.seed)
+                   temperature=a.temperature, base=a.base, B=a.bootstrap, seed=a.seed, method=a.method,
+                   conformal_alpha=a.alpha, risk_target=a.risk_target, risk_delta=a.risk_delta)
     _print_table(reject_table(r))
     for es, e in r["eval_sets"].items():
         note = e.get("val_search", {}).get("note")
         if note and "skipped" not in e:
             print(f"{es}: {note}")
+        if e.get("flags") and "skipped" not in e:
+            print(f"{es}: FLAGGED ({', '.join(f['code'] for f in e['flags'])}): do not read 'after' at face value")
+    _print_table(methods_table(r))
     print(f"written {Path(a.run_dir) / 'rejection.json'}{'  (SYNTHETIC data)' if r['synthetic'] else ''}")
     return 0
 
@@ -241,6 +260,23 @@ def cmd_screenshot(a) -> int:
     return 0
 
 
+def cmd_fingerprint(a) -> int:
+    from .datasets.fingerprint import update_stamp
+
+    fp = update_stamp(a.root, a.out)
+    print(f"{a.root}: {fp['n_files']} files, {fp['bytes']} bytes, fingerprint {fp['sha256'][:16]} → {a.out}")
+    return 0
+
+
+def cmd_retry(a) -> int:
+    from .pipeline import retry
+
+    done = retry(a.grid, a.run_ids, force=a.force, cores=a.cores)
+    if not done:
+        print("nothing to retry")
+    return 0
+
+
 def cmd_demo(a) -> int:
     """The embedded default, end to end."""
     from .pipeline import run_demo
@@ -270,7 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path, help="work folder: WORK/<name>/manifest.parquet, cache")
     s.add_argument("--cache-size", type=int, default=256, help="shorter side of cached images (default 256)")
     s.add_argument("--seed", type=int, default=0, help="seed for the validation splits we make (default 0)")
-    s.add_argument("--strict", action="store_true", help="fail on the first undecodable image instead of reporting it")
+    s.add_argument("--strict", action="store_true",
+                   help="fail on an undecodable image, a path outside the release or an undecidable label "
+                        "instead of reporting it")
+    s.add_argument("--skip-unknown", action="store_true",
+                   help="with --all: ingest the releases found and list folders that name none "
+                        "(default: such a folder is an error)")
     s.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_ingest)
@@ -304,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--select", choices=["val_loss", "val_accuracy", "val_auc"], default=None,
                    help="checkpoint selection metric (default val_loss; the paper: val_accuracy)")
     s.add_argument("--leakage", choices=["drop", "keep"], default=None, help="default drop")
+    s.add_argument("--solver", choices=["lbfgs", "sgd"], default=None,
+                   help="head solver: lbfgs (fast path default: logistic regression, C chosen on validation) | "
+                        "sgd (the paper's SGD + StepLR; the loop path's only solver)")
+    s.add_argument("--reg-grid", type=_float_list, default=None, metavar="C1,C2,...",
+                   help="lbfgs: candidates for C, the inverse L2 strength (default 1e-5 … 1e2, half decades)")
     s.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 0)")
     s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps")
     s.add_argument("--params", type=Path, default=None, help="a YAML of parameters; flags override it")
@@ -352,14 +398,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("reject", help="entropy threshold chosen on validation, applied to test → RUN_DIR/rejection.json")
     s.add_argument("run_dir", type=Path, help="a finished run directory (run.json + predictions.parquet)")
-    s.add_argument("--mode", choices=["absolute", "coverage"], default="absolute",
-                   help="absolute: reject entropy > threshold (the paper); coverage: reject the most uncertain fraction")
+    s.add_argument("--mode", choices=["relative", "absolute", "coverage"], default="relative",
+                   help="relative (default, the seed code): the threshold is the validation entropy quantile "
+                        "rejecting a fraction r, applied to test as an entropy; absolute: the grid holds entropies "
+                        "in bits (the paper's text); coverage: reject the most uncertain fraction of each split")
     s.add_argument("--grid", type=_grid_arg, default=None, metavar="START:STOP:STEP",
-                   help="candidate thresholds, STOP included (default 0:0.2:0.01)")
+                   help="candidates, STOP included (default: fractions 0.05:0.2:0.01 for relative/coverage, "
+                        "bits 0:0.2:0.01 for absolute)")
     s.add_argument("--min-coverage", type=float, default=0.8,
                    help="smallest validation coverage a candidate must keep (default 0.8: the paper rejects up to 20%%)")
-    s.add_argument("--temperature", action="store_true", help="reject on temperature-scaled probabilities (T fitted on val)")
+    s.add_argument("--temperature", action="store_true",
+                   help="make the temperature-scaled variant (T fitted on val) the primary result; both are "
+                        "always computed and reported side by side")
     s.add_argument("--base", type=float, default=2, help="entropy base (default 2: bits)")
+    s.add_argument("--method", choices=["entropy", "conformal", "sgr"], default="entropy",
+                   help="the primary rule (all three are always reported side by side): entropy (the paper), "
+                        "conformal (class-conditional sets; confident = one class in the set), sgr (selective "
+                        "guaranteed risk)")
+    s.add_argument("--alpha", type=float, default=0.1,
+                   help="conformal: at most this fraction of each class (melanomas included) misses its label "
+                        "(default 0.1)")
+    s.add_argument("--risk-target", type=float, default=0.2, help="sgr: bound on the error among the retained (default 0.2)")
+    s.add_argument("--risk-delta", type=float, default=0.05, help="sgr: probability the bound may fail (default 0.05)")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples B (default 1000)")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     s.set_defaults(func=cmd_reject)
@@ -395,6 +455,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--work", required=True, type=Path)
     s.set_defaults(func=cmd_summary)
 
+    s = sub.add_parser("fingerprint", help="write a release folder's fingerprint (paths, sizes, mtimes) "
+                       "if it changed; the workflow's ingest depends on it")
+    s.add_argument("--root", required=True, type=Path, help="the release folder (DATA/<name>)")
+    s.add_argument("--out", required=True, type=Path, help="the stamp file (WORK/<name>/release.json)")
+    s.set_defaults(func=cmd_fingerprint)
+
+    s = sub.add_parser("retry", help="rerun failed runs of a grid, and everything after them (report, book)")
+    s.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="run ids (`melanoma grid expand GRID` lists them)")
+    s.add_argument("--grid", required=True, help="the grid file the runs belong to (params/demo.yaml)")
+    s.add_argument("--force", action="store_true", help="retry runs that did not fail too (retrains them)")
+    s.add_argument("--cores", type=int, default=None, help="parallel jobs (default: all cores)")
+    s.set_defaults(func=cmd_retry)
+
     s = sub.add_parser("demo", help="a grid from nothing to the built book (default: the synthetic demo)")
     s.add_argument("--grid", default="params/demo.yaml", help="grid file (default params/demo.yaml)")
     s.add_argument("--cores", type=int, default=None, help="parallel jobs (default: all cores)")
@@ -409,6 +482,14 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"melanoma {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, permission denied, read-only file system: no traceback
+        import errno
+
+        hint = {errno.ENOSPC: "the disk is full: free space (or use another --out/work folder) and rerun",
+                errno.EDQUOT: "the disk quota is exceeded", errno.EROFS: "the file system is read-only",
+                errno.EACCES: "permission denied"}.get(e.errno, "")
+        print(f"melanoma {args.command}: error: {e}{'; ' + hint if hint else ''}", file=sys.stderr)
         return 2
 
 

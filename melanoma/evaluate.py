@@ -29,22 +29,32 @@ cannot be fitted (no labelled validation rows, one class only, no logits) ``afte
 :func:`reject_run` → ``RUN_DIR/rejection.json``::
 
     {"run_id", "model", "train", "synthetic", "mode", "base", "grid", "min_coverage",
-     "temperature", "n_bins", "B", "alpha", "seed", "decision_threshold", "coverages",
+     "temperature", "primary" (raw | temperature), "low_test_coverage", "n_bins", "B", "alpha",
+     "seed", "decision_threshold", "coverages",
      "eval_sets": {eval_set: {
-        "threshold", "coverage" (test), "n", "n_retained", "n_rejected", "n_unlabelled",
-        "before", "after" (classification_report with CIs, all test rows / retained test rows),
-        "fp", "fn" (before, among all), "fp_before", "fn_before", "fp_after", "fn_after",
-        "fp_prevented", "fn_prevented", "tp_rejected", "tn_rejected", "misdiagnoses_prevented",
-        "fp_reduction_pct", "fn_reduction_pct",
-        "val_search": {"threshold", "objective", "coverage", "n_retained", "n", "mode",
+        "threshold" (entropy, bits; the fraction in coverage mode), "fraction" (relative mode: r),
+        "threshold_unit", "coverage" (test), "val_coverage", "n", "n_retained", "n_rejected",
+        "n_unlabelled", "before", "after" (classification_report with CIs, all test rows /
+        retained test rows), "fp", "fn" (before, among all), "fp_before", "fn_before", "fp_after",
+        "fn_after", "fp_prevented", "fn_prevented", "tp_rejected", "tn_rejected",
+        "misdiagnoses_prevented", "fp_reduction_pct", "fn_reduction_pct",
+        "referral": {n_melanoma, melanoma_caught, melanoma_missed, melanoma_referred, n_benign,
+                     benign_cleared, benign_false_alarm, benign_referred, sensitivity_retained,
+                     specificity_retained, ...}   # melanoma.uncertainty.referral_counts
+        "flags": [{"code": floor-relaxed | low-coverage | one-class-retained, "text"}],
+        "val_source", "test_source",      # e.g. "the training combination's validation split"
+        "val_search": {"threshold", "fraction", "objective", "coverage", "n_retained", "n", "mode",
                        "min_coverage", "min_coverage_met", "note", "table": {...per candidate}},
         "min_coverage",
-        "curves": {"accuracy_rejection": {..., "split": "val"},   # Fig. 3, validation, 0..1 bit
+        "curves": {"accuracy_rejection": {..., "split": "val"},   # validation, 0..1 bit
                    "risk_coverage": {..., "split": "test"}},      # test
         "aurc": bootstrap CI dict, "eaurc": bootstrap CI dict,
         "selective_risk": {"coverage", "achieved_coverage", "n_retained", "risk"},
-        "temperature": {...}   # only with temperature=True
-     } | {"skipped": reason, "n": {...}, "n_unlabelled": {...}}}}
+        "variants": {"raw": {...}, "temperature": {...}},   # the same rule on raw and on
+            # temperature-scaled probabilities, side by side: threshold, fraction, val_coverage,
+            # coverage, before/after metrics, referral, flags
+        "temperature": {"T", "fitted_on": "val", "n_fit", "val": {...}, "test": {...}}
+     } | {"skipped": reason, "flags": [...], "n": {...}, "n_unlabelled": {...}}}}
 
 The rejection threshold is searched on the evaluation set's **validation** split only (test labels
 are never read before the threshold is fixed) and applied unchanged to the test split.
@@ -63,6 +73,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from .conformal import compare_methods, conformal_decisions, fit_conformal
 from .io import read_json, write_json
 from .metrics import (
     MetricUndefinedWarning,
@@ -75,12 +86,16 @@ from .metrics import (
 )
 from .uncertainty import (
     DEFAULT_GRID,
+    RELATIVE_GRID,
     accuracy_rejection_curve,
     apply_temperature,
     aurc,
     eaurc,
     fit_temperature,
-    rejection_report,
+    entropy,
+    referral_counts,
+    report_for_mask,
+    retained_mask,
     risk_coverage_curve,
     search_threshold,
     selective_risk_at,
@@ -88,6 +103,13 @@ from .uncertainty import (
 
 __all__ = [
     "MODES",
+    "METHODS",
+    "DEFAULT_MODE",
+    "LOW_TEST_COVERAGE",
+    "default_grid",
+    "rejection_flags",
+    "flag_text",
+    "methods_table",
     "DEFAULT_MIN_COVERAGE",
     "DEFAULT_COVERAGES",
     "parse_grid",
@@ -101,7 +123,16 @@ __all__ = [
     "metrics_table",
 ]
 
-MODES = ("absolute", "coverage")
+MODES = ("relative", "absolute", "coverage")
+
+#: Rejection methods compared side by side (:mod:`melanoma.conformal`); ``method`` picks the primary.
+METHODS = ("entropy", "conformal", "sgr")
+
+#: The default rejection rule: the seed code's relative threshold (see :func:`reject_run`).
+DEFAULT_MODE = "relative"
+
+#: A rejection that keeps less than this fraction of a test split is flagged ``low-coverage``.
+LOW_TEST_COVERAGE = 0.7
 
 #: Default floor on the validation coverage of a candidate threshold (see :func:`reject_run`).
 DEFAULT_MIN_COVERAGE = 0.8
@@ -175,9 +206,14 @@ def parse_grid(text: str) -> np.ndarray:
     return np.round(start + step * np.arange(n), 10)
 
 
+def default_grid(mode: str) -> np.ndarray:
+    """The candidates of a rule: fractions 0.05 … 0.20 (relative, coverage) or 0 … 0.2 bits (absolute)."""
+    return (DEFAULT_GRID if mode == "absolute" else RELATIVE_GRID).copy()
+
+
 def _resolve_grid(grid, mode: str, base: float = 2) -> np.ndarray:
-    if grid is None:
-        g = DEFAULT_GRID.copy()
+    if grid is None or (isinstance(grid, str) and grid.strip().lower() in ("", "auto")):
+        g = default_grid(mode)
     elif isinstance(grid, str):
         g = parse_grid(grid)
     else:
@@ -186,6 +222,9 @@ def _resolve_grid(grid, mode: str, base: float = 2) -> np.ndarray:
         raise ValueError(f"grid must be a non-empty list of finite numbers >= 0, got {grid!r}")
     if mode == "coverage" and g.max() > 1:
         raise ValueError(f"with mode='coverage' the grid holds fractions to reject, in [0, 1]; got max {g.max():g}")
+    if mode == "relative" and g.max() >= 1:
+        raise ValueError(f"with mode='relative' the grid holds fractions of the validation split to reject, "
+                         f"in [0, 1); got max {g.max():g}")
     h_max = math.log(2, base)  # the entropy of two classes never exceeds log(2)
     if mode == "absolute" and g.max() > h_max + 1e-9:
         raise ValueError(f"entropy thresholds above {h_max:g} (the two-class maximum in base {base:g}) "
@@ -429,9 +468,69 @@ def _search(yv, pv, grid, mode, n_bins, base, min_coverage) -> dict:
     return s2
 
 
+def rejection_flags(val_search: dict, coverage: float, referral: dict) -> list[dict]:
+    """Why a rejection result must not be read at face value: a list of ``{"code", "text"}``.
+
+    * ``floor-relaxed``: no candidate reached the validation coverage floor, so the floor was
+      relaxed (the threshold is the least-bad one in the grid, not one the rule accepts);
+    * ``low-coverage``: the threshold kept less than :data:`LOW_TEST_COVERAGE` of the test split
+      (metrics "after" describe a small, easy subset);
+    * ``one-class-retained``: the retained test images lack melanomas or benign lesions, so
+      sensitivity or specificity among the retained is undefined.
+
+    An empty list means the result can be ranked and compared.
+    """
+    flags = []
+    if not val_search.get("min_coverage_met", True):
+        flags.append({"code": "floor-relaxed",
+                      "text": f"no candidate kept {val_search.get('min_coverage', math.nan):g} of validation; "
+                              f"floor relaxed to {val_search.get('coverage', math.nan):.2f}"})
+    if not (coverage >= LOW_TEST_COVERAGE):
+        flags.append({"code": "low-coverage",
+                      "text": f"test coverage {coverage:.2f} below {LOW_TEST_COVERAGE:g}"})
+    n_mel_kept = referral["melanoma_caught"] + referral["melanoma_missed"]
+    n_ben_kept = referral["benign_cleared"] + referral["benign_false_alarm"]
+    if referral["n_melanoma"] and referral["n_benign"] and (n_mel_kept == 0 or n_ben_kept == 0):
+        gone = "melanoma" if n_mel_kept == 0 else "benign lesion"
+        flags.append({"code": "one-class-retained", "text": f"no {gone} retained on test"})
+    return flags
+
+
+def _variant(yv, pv, yt, pt, g_arr, mode, n_bins, base, min_coverage) -> dict:
+    """One rejection rule applied to one pair of (validation, test) probabilities."""
+    search = _search(yv, pv, g_arr, mode, n_bins, base, min_coverage)
+    if not np.isfinite(search["threshold"]):
+        return {"skipped": search["note"], "val_search": search,
+                "flags": [{"code": "skipped", "text": search["note"]}]}
+    thr = float(search["threshold"])
+    # a relative threshold is an entropy value: applied to test as an absolute threshold
+    apply_mode = "absolute" if mode == "relative" else mode
+    keep = retained_mask(pt, thr, mode=apply_mode, base=base)
+    ref = referral_counts(yt, pt, keep)
+    return {"threshold": thr, "fraction": search.get("fraction", math.nan), "apply_mode": apply_mode,
+            "val_coverage": search["coverage"], "coverage": ref["coverage"], "referral": ref,
+            "flags": rejection_flags(search, ref["coverage"], ref), "val_search": search}
+
+
+def _compact(v: dict, yt, pt, base: float) -> dict:
+    """The side-by-side summary of a variant (rejection.json ``variants``)."""
+    if "skipped" in v:
+        return {"skipped": v["skipped"], "flags": v["flags"]}
+    keep = retained_mask(pt, v["threshold"], mode=v["apply_mode"], base=base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricUndefinedWarning)
+        before = classification_report(yt, pt)
+        after = classification_report(yt[keep], pt[keep])
+    keys = ("accuracy", "sensitivity", "specificity", "auc", "ece", "brier")
+    return {"threshold": v["threshold"], "fraction": v["fraction"], "val_coverage": v["val_coverage"],
+            "coverage": v["coverage"], "n_retained": int(keep.sum()), "n_test": int(yt.size),
+            "before": {k: before[k] for k in keys}, "after": {k: after[k] for k in keys},
+            "referral": v["referral"], "flags": v["flags"]}
+
+
 def reject_run(
     run_dir,
-    mode: str = "absolute",
+    mode: str = DEFAULT_MODE,
     grid=None,
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     temperature: bool = False,
@@ -441,37 +540,53 @@ def reject_run(
     seed: int = 0,
     n_bins: int = 10,
     coverages=DEFAULT_COVERAGES,
+    method: str = "entropy",
+    conformal_alpha: float = 0.1,
+    risk_target: float = 0.2,
+    risk_delta: float = 0.05,
 ) -> dict:
     """Entropy rejection for every evaluation set of a run: threshold on validation, report on test.
 
     Per evaluation set (labelled rows only; label -1 rows are skipped and counted):
 
-    1. with ``temperature=True``, fit ``T`` on the validation logits and use the temperature-scaled
-       probabilities for everything below (the ``temperature`` block records ``T`` and ECE/Brier
-       before/after);
+    1. fit a temperature ``T`` on the validation logits (when there are logits and both classes);
     2. choose the threshold on the **validation split only** with
        :func:`melanoma.uncertainty.search_threshold` — minimise ½(ECE + Brier) of the retained
        validation samples over ``grid``, among candidates keeping at least ``min_coverage`` of
-       them — so the test labels cannot influence it;
+       them — so the test labels cannot influence it; this is done twice, on the raw
+       probabilities and on the temperature-scaled ones (``variants``), and ``temperature``
+       says which of the two is the primary result;
     3. apply it unchanged to the test split: :func:`melanoma.uncertainty.rejection_report` (metrics
-       with bootstrap CIs before/after, coverage, FP/FN before, after and prevented), AURC and
-       E-AURC with bootstrap CIs, selective risk at ``coverages``, the risk–coverage curve; and
-       the accuracy–rejection curve (Fig. 3) on validation.
+       with bootstrap CIs before/after, coverage, FP/FN before, after and prevented, the
+       melanoma referral accounting), AURC and E-AURC with bootstrap CIs, selective risk at
+       ``coverages``, the risk–coverage curve; and the accuracy–rejection curve (Fig. 3) on
+       validation;
+    4. flag what must not be read at face value (:func:`rejection_flags`): a relaxed floor,
+       test coverage below :data:`LOW_TEST_COVERAGE`, a retained set with one class;
+    5. beside the entropy rule, the two rules that promise something (:mod:`melanoma.conformal`),
+       fitted on the same validation arrays: class-conditional conformal sets at
+       ``conformal_alpha`` (a prediction is confident when its set is a single class) and
+       selective guaranteed risk (error among the retained ≤ ``risk_target`` with probability
+       1 - ``risk_delta``); each with its promise, whether test kept it, coverage, accuracy,
+       melanoma miss rate and referrals with bootstrap CIs, and miss rate vs coverage curves
+       (``methods``). ``method`` picks which of the three fills the entry's main fields
+       (``coverage``, ``after``, ``referral``, ``flags``).
 
-    Why ``min_coverage`` defaults to 0.8: the paper reports "rejecting up to 20 % of
-    low-confidence predictions in validation sets", i.e. its thresholds kept at least 80 % of the
-    validation images. The bare rule (minimise ECE + Brier of the retained) has no such bound,
-    and ECE and Brier of a few very confident predictions are ≈ 0, so with a less confident
-    model it degenerates to the smallest threshold that keeps anything. Measured on the
-    synthetic example run (EfficientNet-Lite0 linear probe trained on ISIC 2017, 30 validation
-    images per evaluation set, two builds): without the floor the search picked τ = 0.01 bit
-    keeping 12 of 30 validation images (40 %) for ISIC 2017, and τ = 0.01–0.03 keeping 17–19 of 30
-    for ISIC 2018; applied to test that retained only 40–55 % of the test images.
-    The floor states the paper's bound explicitly. If no candidate in the grid reaches it (an
-    under-confident model in absolute mode), the floor is relaxed to the largest coverage any
-    candidate reaches, and ``val_search`` says so (``min_coverage_met: false`` and a ``note``);
-    ``min_coverage=0`` gives the paper's rule as stated. In coverage mode the default grid
-    (reject 0–20 %) always satisfies the floor.
+    The default rule, ``mode="relative"``, is the seed code's: each candidate r in 0.05, 0.06, …,
+    0.20 rejects the fraction r of the **validation** split with the highest entropy; its
+    threshold is the entropy at that quantile (:func:`melanoma.uncertainty.relative_threshold`);
+    r is chosen by ½(ECE + Brier) of the retained validation samples; and the chosen **entropy
+    value** is applied to test, where the achieved coverage is measured and reported. The
+    paper's text reads the thresholds 0–0.2 as entropies in bits (``mode="absolute"``); on real
+    data a model is far less confident than that presumes — measured on ISIC 2017 with an
+    EfficientNet-Lite0 probe, no candidate in 0–0.2 bits kept 80 % of validation and test
+    coverage fell to 1–23 % — so absolute mode is an option, with the ``min_coverage`` floor
+    (relaxed and flagged when unreachable). ``mode="coverage"`` rejects a fraction of whatever
+    split is scored (test included: transductive, no threshold carried over).
+
+    Where the evaluation set has no validation split of its own (an external set scored whole,
+    see :func:`melanoma.datasets.dedup.eval_frame`), its validation rows are the training
+    combination's validation split; ``val_source`` / ``test_source`` state what was used.
 
     Evaluation sets whose validation split is missing or has one class, or whose test split has
     no labelled rows, are reported as ``{"skipped": reason, ...}`` (never an exception); so is
@@ -481,17 +596,16 @@ def reject_run(
     ----------
     run_dir : str or Path
         A finished run directory.
-    mode : {"absolute", "coverage"}, default="absolute"
-        ``absolute``: reject where entropy > threshold (the paper's definition; the grid holds
-        entropies in units of ``base``). ``coverage``: reject the most uncertain fraction
-        (the seed code; the grid holds fractions in [0, 1]).
+    mode : {"relative", "absolute", "coverage"}, default="relative"
+        See above.
     grid : None, str or sequence of float
-        Candidates; ``None`` = 0, 0.01, …, 0.20; a string ``START:STOP:STEP`` (see
-        :func:`parse_grid`).
+        Candidates; ``None`` = the mode's default (relative/coverage: fractions 0.05 … 0.20;
+        absolute: 0, 0.01, …, 0.20 bits); a string ``START:STOP:STEP`` (see :func:`parse_grid`).
     min_coverage : float, default=0.8
-        Smallest validation coverage a candidate must keep (see above).
+        Smallest validation coverage a candidate must keep (relative mode with the default grid
+        always keeps ≥ 0.8).
     temperature : bool, default=False
-        Reject on temperature-scaled probabilities (``T`` fitted on validation).
+        Make the temperature-scaled variant the primary result.
     base : float, default=2
         Entropy base (2: bits).
     B : int, default=1000
@@ -504,6 +618,12 @@ def reject_run(
         ECE bins (search objective and reports).
     coverages : sequence of float, default=(0.8, 0.9, 1.0)
         Coverages at which the selective risk on test is reported.
+    method : {"entropy", "conformal", "sgr"}, default="entropy"
+        The rule whose retained set is the primary result.
+    conformal_alpha : float, default=0.1
+        Conformal miscoverage per class.
+    risk_target, risk_delta : float, default 0.2 and 0.05
+        SGR's bound on the selective error and its failure probability.
 
     Returns
     -------
@@ -513,19 +633,30 @@ def reject_run(
     _check_common(B, alpha, n_bins, seed)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    for name, v in (("conformal_alpha", conformal_alpha), ("risk_target", risk_target), ("risk_delta", risk_delta)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise ValueError(f"{name} must be in (0, 1), got {v!r}")
     g_arr = _resolve_grid(grid, mode, base)
     if isinstance(min_coverage, bool) or not isinstance(min_coverage, (int, float)) or not 0 <= min_coverage <= 1:
         raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage!r}")
     coverages = [float(c) for c in np.atleast_1d(coverages)]
     run_dir = Path(run_dir)
     run, pred = load_run(run_dir)
+    primary = "temperature" if temperature else "raw"
     out = {**_header(run, run_dir), "mode": mode, "base": float(base), "grid": g_arr,
-           "min_coverage": float(min_coverage), "temperature": bool(temperature), "n_bins": int(n_bins),
+           "min_coverage": float(min_coverage), "temperature": bool(temperature), "primary": primary,
+           "low_test_coverage": LOW_TEST_COVERAGE, "n_bins": int(n_bins), "method": method,
+           "conformal_alpha": float(conformal_alpha), "risk_target": float(risk_target),
+           "risk_delta": float(risk_delta),
            "B": int(B), "alpha": float(alpha), "seed": int(seed), "decision_threshold": 0.5,
            "coverages": coverages, "eval_sets": {}}
+    sources = run.get("eval_sources") or {}
     for es, g in _eval_groups(run, pred):
         n, n_unl = _counts(g)
-        # validation first: nothing below reads a test label until the threshold is fixed
+        src = sources.get(es) or {"val": "own validation split", "test": "official test split"}
+        # validation first: nothing below reads a test label until the thresholds are fixed
         yv, pv, Lv = labelled_arrays(g[g["split"] == "val"])
         why = _why_no_fit(yv)
         if why is None and n["test"] == 0:
@@ -533,35 +664,73 @@ def reject_run(
         if why is None and temperature and (Lv is None):
             why = "temperature=True but predictions.parquet has no logit_0/logit_1 columns"
         if why is not None:
-            out["eval_sets"][es] = {"skipped": why, "n": n, "n_unlabelled": n_unl}
+            out["eval_sets"][es] = {"skipped": why, "n": n, "n_unlabelled": n_unl, "val_source": src["val"],
+                                    "test_source": src["test"], "flags": [{"code": "skipped", "text": why}]}
             continue
-        tblock = None
-        if temperature:
-            T = fit_temperature(yv, Lv)
-            pv_raw, pv = pv, apply_temperature(Lv, T)
-        search = _search(yv, pv, g_arr, mode, n_bins, base, min_coverage)
-        if not np.isfinite(search["threshold"]):
-            out["eval_sets"][es] = {"skipped": search["note"], "n": n, "n_unlabelled": n_unl,
-                                    "val_search": search}
+        T = fit_temperature(yv, Lv) if Lv is not None else None
+        # ---- the test split; thresholds are searched on validation arrays only
+        yt, pt_raw, Lt = labelled_arrays(g[g["split"] == "test"])
+        probs = {"raw": (pv, pt_raw)}
+        if T is not None:
+            probs["temperature"] = (apply_temperature(Lv, T), apply_temperature(Lt, T))
+        variants = {k: _variant(yv, a, yt, b, g_arr, mode, n_bins, base, min_coverage) for k, (a, b) in probs.items()}
+        v = variants[primary]
+        pv, pt = probs[primary]
+        compact = {k: _compact(variants[k], yt, probs[k][1], base) for k in variants}
+        if "temperature" not in compact:
+            compact["temperature"] = {"skipped": "predictions.parquet has no logits", "flags": []}
+        if "skipped" in v:
+            out["eval_sets"][es] = {"skipped": v["skipped"], "n": n, "n_unlabelled": n_unl,
+                                    "val_search": v["val_search"], "flags": v["flags"], "variants": compact,
+                                    "val_source": src["val"], "test_source": src["test"]}
             continue
-        thr = float(search["threshold"])
-        # ---- the threshold is fixed; now the test split
-        yt, pt, Lt = labelled_arrays(g[g["split"] == "test"])
-        if temperature:
-            pt_raw, pt = pt, apply_temperature(Lt, T)
-            tblock = {"T": T, "fitted_on": "val", "n_fit": int(yv.size),
-                      "val": _calib_pair(yv, pv_raw, pv, n_bins), "test": _calib_pair(yt, pt_raw, pt, n_bins)}
-        rep, msgs = _with_warnings(rejection_report, yt, pt, thr, mode=mode, base=base, n_bins=n_bins,
-                                   ci=True, B=B, alpha=alpha, seed=seed)
+        thr = v["threshold"]
+        entropy_keep = retained_mask(pt, thr, mode=v["apply_mode"], base=base)
+        methods = compare_methods(yv, pv, yt, pt, entropy_keep=entropy_keep,
+                                  entropy_threshold=thr if v["apply_mode"] == "absolute" else math.nan,
+                                  alpha=conformal_alpha, risk_target=risk_target, risk_delta=risk_delta,
+                                  B=B, ci_alpha=alpha, seed=seed)
+        # the conformal / SGR promises assume test exchangeable with the calibration split: not so
+        # when an external set borrows the training combination's validation split
+        own = src["val"] == "own validation split"
+        for name in ("conformal", "sgr"):
+            methods[name].update(calibrated_on=src["val"], exchangeable=own)
+        flags = v["flags"]
+        if method == "entropy":
+            keep = entropy_keep
+        elif method == "conformal":
+            _, keep, _ = conformal_decisions(fit_conformal(yv, pv, conformal_alpha), pt)
+            thr = math.nan
+        else:
+            sg = methods["sgr"]
+            thr = sg["threshold"]
+            keep = entropy(pt) <= thr if sg["met"] else np.zeros(yt.size, bool)
+        rep, msgs = _with_warnings(report_for_mask, yt, pt, keep, n_bins=n_bins, ci=True, B=B, alpha=alpha,
+                                   seed=seed)
+        if method != "entropy":
+            flags = rejection_flags({}, rep["coverage"], rep["referral"])
+            if method == "conformal" and methods["conformal"]["n_set_label_differs"]:
+                flags.append({"code": "set-label-differs",
+                              "text": f"{methods['conformal']['n_set_label_differs']} singleton set(s) disagree "
+                                      "with p > 0.5; 'after' counts them by p"})
+            if method == "sgr" and not methods["sgr"]["met"]:
+                flags.append({"code": "sgr-not-met", "text": f"no threshold bounds the error at {risk_target:g} "
+                                                             f"with probability {1 - risk_delta:g}"})
         entry = {
-            "threshold": thr, "coverage": rep["coverage"], "n": n, "n_unlabelled": n_unl,
+            "method": method,
+            "threshold": thr, "fraction": v["fraction"] if method == "entropy" else math.nan,
+            "threshold_unit": _unit(mode, base),
+            "coverage": rep["coverage"], "val_coverage": v["val_coverage"], "n": n, "n_unlabelled": n_unl,
             "n_test": rep["n"], "n_retained": rep["n_retained"], "n_rejected": rep["n_rejected"],
             "before": rep["before"], "after": rep["after"],
             "fp": rep["fp_before"], "fn": rep["fn_before"],
             **{k: rep[k] for k in ("fp_before", "fn_before", "fp_after", "fn_after", "fp_prevented",
                                    "fn_prevented", "tp_rejected", "tn_rejected", "misdiagnoses_prevented",
-                                   "correct_rejected", "fp_reduction_pct", "fn_reduction_pct")},
-            "val_search": search,
+                                   "correct_rejected", "fp_reduction_pct", "fn_reduction_pct", "referral")},
+            "flags": flags,
+            "methods": methods,
+            "val_search": v["val_search"],
+            "val_source": src["val"], "test_source": src["test"],
             "min_coverage": float(min_coverage),
             "curves": {
                 "accuracy_rejection": {**accuracy_rejection_curve(
@@ -572,13 +741,27 @@ def reject_run(
             "aurc": bootstrap_ci(partial(aurc, base=base), yt, pt, B=B, alpha=alpha, seed=seed),
             "eaurc": bootstrap_ci(partial(eaurc, base=base), yt, pt, B=B, alpha=alpha, seed=seed),
             "selective_risk": selective_risk_at(yt, pt, coverages, base=base),
+            "variants": compact,
             "warnings": msgs,
         }
-        if tblock is not None:
-            entry["temperature"] = tblock
+        if T is not None:
+            entry["temperature"] = {"T": T, "fitted_on": "val", "n_fit": int(yv.size),
+                                    "val": _calib_pair(yv, probs["raw"][0], probs.get("temperature", probs["raw"])[0], n_bins),
+                                    "test": _calib_pair(yt, pt_raw, probs.get("temperature", probs["raw"])[1], n_bins)}
         out["eval_sets"][es] = entry
     write_json(run_dir / "rejection.json", out)
     return out
+
+
+def _unit(mode: str, base: float) -> str:
+    if mode == "coverage":
+        return "fraction rejected"
+    return "bits" if base == 2 else f"entropy, base {base:g}"
+
+
+def flag_text(flags) -> str:
+    """Flags as one short line (``""`` when there are none), for tables and captions."""
+    return "; ".join(f["text"] for f in (flags or []))
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,21 +780,51 @@ def _ci(block: dict, k: str) -> str:
 
 
 def reject_table(result: dict) -> pd.DataFrame:
-    """One row per evaluation set: threshold, coverage, accuracy before → after, FN/FP prevented."""
+    """One row per evaluation set: threshold, coverage (validation / test), accuracy and the
+    sensitivity among the retained before → after, where the melanomas went, and the flags."""
     rows = []
     for es, e in result["eval_sets"].items():
         if "skipped" in e:
-            rows.append({"eval set": es, "threshold": "", "coverage": "", "accuracy before → after": "",
-                         "FN prevented": "", "FP prevented": "", "note": f"skipped: {e['skipped']}"})
+            rows.append({"eval set": es, "threshold": "", "coverage val / test": "", "accuracy before → after": "",
+                         "sensitivity before → after": "", "melanomas caught / missed / referred": "",
+                         "benign referred": "", "flags": f"skipped: {e['skipped']}"})
             continue
-        note = e["val_search"].get("note", "")
+        r = e["referral"]
+        frac = f" (r = {e['fraction']:.2f})" if math.isfinite(e.get("fraction", math.nan)) else ""
         rows.append({
-            "eval set": es, "threshold": _f(e["threshold"], "g"),
-            "coverage": f"{_f(e['coverage'])} ({e['n_retained']}/{e['n_test']})",
+            "eval set": es, "threshold": f"{_f(e['threshold'])}{frac}",
+            "coverage val / test": f"{_f(e['val_coverage'], '.2f')} / {_f(e['coverage'], '.2f')} "
+                                   f"({e['n_retained']}/{e['n_test']})",
             "accuracy before → after": f"{_f(e['before']['accuracy'])} → {_f(e['after']['accuracy'])}",
-            "FN prevented": f"{e['fn_prevented']}/{e['fn']}", "FP prevented": f"{e['fp_prevented']}/{e['fp']}",
-            "note": "coverage floor relaxed" if note else "",
+            "sensitivity before → after": f"{_f(e['before']['sensitivity'])} → {_f(r['sensitivity_retained'])}",
+            "melanomas caught / missed / referred": f"{r['melanoma_caught']} / {r['melanoma_missed']} / "
+                                                    f"{r['melanoma_referred']} of {r['n_melanoma']}",
+            "benign referred": f"{r['benign_referred']} of {r['n_benign']}",
+            "flags": flag_text(e["flags"]),
         })
+    return pd.DataFrame(rows)
+
+
+def methods_table(result: dict) -> pd.DataFrame:
+    """Entropy rule vs conformal sets vs SGR per evaluation set: coverage, accuracy, melanomas
+    given a confident benign label (miss rate), melanomas referred, and whether test kept the
+    method's promise (entropy promises nothing)."""
+    rows = []
+    for es, e in result["eval_sets"].items():
+        for name, m in (e.get("methods") or {}).items():
+            if name == "curves":
+                continue
+            kept = {True: "yes", False: "NO", None: "no promise"}[m.get("kept")]
+            if name == "sgr" and not m.get("met"):
+                kept = "no threshold meets the target on validation"
+            elif name == "conformal" and not m.get("exchangeable", True):
+                kept += " (no guarantee: calibrated on another split)"
+            rows.append({"eval set": es, "method": name,
+                         "coverage": f"{_f(m['coverage'], '.2f')} ({m['n_retained']}/{m['n']})",
+                         "accuracy": _f(m["accuracy"]),
+                         "melanomas missed (confident benign)": f"{m['melanoma_missed']} of {m['n_melanoma']} "
+                                                                f"({_f(m['miss_rate'], '.3f')})",
+                         "melanomas referred": m["melanoma_referred"], "promise kept on test": kept})
     return pd.DataFrame(rows)
 
 

@@ -19,8 +19,12 @@ and writes ``model.json`` — everything the page needs and nothing it must gues
   bit for bit (``tests/test_web.py``);
 * ``classes`` ``["non-melanoma", "melanoma"]`` (softmax over the two logits; label 1 = melanoma);
 * ``threshold`` (entropy, bits) with ``threshold_source``: ``rejection.json``'s ``web_threshold``
-  if present, else the threshold chosen on the validation split of its first evaluation set, else
-  the fallback 0.5 bits (and ``threshold_source`` says so);
+  if present, else the threshold chosen on the validation split of its first evaluation set whose
+  result is not flagged, else the fallback 0.5 bits (and ``threshold_source`` says so);
+  ``threshold_facts``: the fraction r it rejected on validation, the validation and test coverage
+  it reached, and its flags (the page shows them beside the threshold); ``conformal``: the
+  class-conditional conformal thresholds of the same evaluation set (``min_prob`` per class), so
+  the page shows the conformal set beside the entropy;
 * the model name, the training combination, ``test_metrics`` (from ``metrics.json``; without it,
   computed from ``predictions.parquet`` without CIs and ``metrics_source`` says so),
   ``synthetic``, the ONNX file's size and sha256, and the parity measured at export.
@@ -73,7 +77,10 @@ def load_run_model(run_dir: str | os.PathLike):
     # weights="none": the architecture only; the run's own weights are loaded next.
     model = build_model(params["model"], weights="none", freeze=params.get("freeze", "none"),
                         **(params.get("model_kwargs") or {}))
-    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    from .io import read_torch
+
+    state = read_torch(run_dir / "model.pt", "model", fix=f"retrain the run (`melanoma retry "
+                       f"{run_dir.name} --grid <grid file>`, or `melanoma train` into {run_dir})")
     model.load_state_dict(state)
     set_train_mode(model, False)
     return model, params
@@ -143,8 +150,10 @@ def rejection_threshold(run_dir: str | os.PathLike, eval_order: list[str] | None
     """(threshold in bits, where it came from, its evaluation set or None).
 
     ``RUN_DIR/rejection.json``: its ``web_threshold`` if set; else the threshold of the first
-    evaluation set (in ``eval_order``, the run's order, then the file's) that has a finite one —
-    chosen on that set's validation split. No usable file: :data:`DEFAULT_THRESHOLD`.
+    evaluation set (in ``eval_order``, the run's order, then the file's) that has a finite one and
+    no flag (:func:`melanoma.evaluate.rejection_flags`) — chosen on that set's validation split —
+    else the first finite one even if flagged (the source then says so). No usable file:
+    :data:`DEFAULT_THRESHOLD`.
     """
     path = Path(run_dir) / "rejection.json"
     if not path.is_file():
@@ -152,15 +161,48 @@ def rejection_threshold(run_dir: str | os.PathLike, eval_order: list[str] | None
     rej = read_json(path)
     if _finite(rej.get("web_threshold")):
         return float(rej["web_threshold"]), "rejection.json: web_threshold", None
+    if rej.get("mode") == "coverage":
+        return (DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD} bits (the run rejected by coverage: "
+                "a fraction, not an entropy, so it cannot be applied to one image)", None)
     sets = rej.get("eval_sets") or {}
     order = [e for e in (eval_order or []) if e in sets] + [e for e in sets if e not in (eval_order or [])]
-    for es in order:
-        block = sets[es]
-        if isinstance(block, dict) and _finite(block.get("threshold")):
-            return (float(block["threshold"]),
-                    f"rejection.json: threshold chosen on the validation split of {es}", es)
+    usable = [e for e in order if isinstance(sets[e], dict) and _finite(sets[e].get("threshold"))]
+    for es in sorted(usable, key=lambda e: bool(sets[e].get("flags"))):
+        flags = "; ".join(f["text"] for f in sets[es].get("flags") or [])
+        return (float(sets[es]["threshold"]),
+                f"rejection.json: threshold chosen on the validation split of {es}"
+                + (f" (FLAGGED: {flags})" if flags else ""), es)
     return (DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD} bits (rejection.json has no finite "
             "threshold)", None)
+
+
+def conformal_facts(run_dir: str | os.PathLike, eval_set: str | None) -> dict | None:
+    """The class-conditional conformal thresholds fitted on ``eval_set``'s validation split
+    (rejection.json ``methods.conformal``), for the page: class c is in the set iff
+    p_c >= ``min_prob[c]``. ``None`` when the run has no conformal result there."""
+    path = Path(run_dir) / "rejection.json"
+    if eval_set is None or not path.is_file():
+        return None
+    m = (((read_json(path).get("eval_sets") or {}).get(eval_set) or {}).get("methods") or {}).get("conformal")
+    if not m:
+        return None
+    return {"alpha": m["alpha"], "q": m["q"], "min_prob": m["min_prob"], "n_cal": m["n_cal"],
+            "eval_set": eval_set, "calibrated_on": m.get("calibrated_on", "validation split"),
+            "class_coverage": {c: {k: v.get(k) for k in ("observed", "target", "slack")}
+                               for c, v in (m.get("class_coverage") or {}).items()},
+            "rule": "class c is in the set iff p_c >= min_prob[c] (classes: non-melanoma, melanoma); "
+                    "confident iff exactly one class is in the set, else Uncertain"}
+
+
+def rejection_facts(run_dir: str | os.PathLike, eval_set: str | None) -> dict:
+    """What the chosen threshold did where it was chosen: the fraction r it rejected on validation,
+    the validation and test coverage, and its flags (``{}`` without a rejection result)."""
+    path = Path(run_dir) / "rejection.json"
+    if eval_set is None or not path.is_file():
+        return {}
+    b = (read_json(path).get("eval_sets") or {}).get(eval_set) or {}
+    return {"fraction": b.get("fraction"), "val_coverage": b.get("val_coverage"),
+            "test_coverage": b.get("coverage"), "flags": [f["text"] for f in b.get("flags") or []]}
 
 
 _METRIC_KEYS = ("auc", "accuracy", "sensitivity", "specificity", "balanced_accuracy", "f1", "ece",
@@ -317,6 +359,8 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, opset:
         "threshold_unit": "bits (binary entropy of the softmax; 'Uncertain' when entropy > threshold)",
         "threshold_source": source,
         "threshold_eval_set": thr_set,
+        "threshold_facts": rejection_facts(run_dir, thr_set),
+        "conformal": conformal_facts(run_dir, thr_set),
         "test_metrics": metrics,
         "metrics_source": metrics_source,
         "eval_sets": params.get("eval_sets"),

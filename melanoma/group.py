@@ -213,7 +213,7 @@ def train_resident(ps: list[TrainParams], *, progress: bool = True, stop_after: 
         r.rows_va = epool.rows(r.combo.val["content_hash"])
         r.rows_ev = epool.rows(r.ev["content_hash"]) if len(r.ev) else torch.zeros(0, dtype=torch.long)
         r.timings["resident_pool"] = t_pool
-        r.extra = {"resident_pool_mib": round(((pool.nbytes if pool else 0) + epool.nbytes) / 2**20, 1)}
+        r.extra["resident_pool_mib"] = round(((pool.nbytes if pool else 0) + epool.nbytes) / 2**20, 1)
         if len(runs) > 1:
             r.extra["group"] = {"size": len(runs), "runs": [Path(q.out).name for q in ps]}
     grouped = GroupedModel([r.model for r in runs]) if len(runs) > 1 else None

@@ -79,3 +79,22 @@ def read_yaml(path: str | os.PathLike) -> Any:
 def write_parquet(path: str | os.PathLike, df) -> None:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+class CorruptFileError(RuntimeError):
+    """A file of ours that exists but cannot be read back (truncated, overwritten, disk error)."""
+
+
+def read_torch(path: str | os.PathLike, what: str = "file", fix: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a file that cannot be read is a
+    :class:`CorruptFileError` naming it, the reason and ``fix`` (what to do)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated zip, EOF, bad pickle opcode, EINVAL on a torn file ...
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+        raise CorruptFileError(f"{what} {path} is unreadable (truncated or corrupt: {reason})"
+                               + (f"; {fix}" if fix else "")) from e

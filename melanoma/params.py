@@ -8,21 +8,75 @@ are written beside every run (``params.yaml``), so a run directory says how it w
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io import read_yaml
+import yaml
 
 FREEZE = ("conv", "backbone", "none")
 WEIGHTS = ("imagenet", "none")
 SELECT = ("val_loss", "val_accuracy", "val_auc")
 LEAKAGE = ("drop", "keep")
 LOADERS = ("dataloader", "resident")
+SOLVERS = ("lbfgs", "sgd")
 
 
 class ParamError(ValueError):
     pass
+
+
+#: The smallest crop every registered network accepts (they downsample by 32; below that a
+#: kernel no longer fits: measured for every model in ``models.available_models()``).
+MIN_IMAGE_SIZE = 32
+
+
+def did_you_mean(name: str, valid) -> str:
+    """`` (did you mean 'train'?)`` for a near miss, else ``""``."""
+    hit = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
+    return f" (did you mean {hit[0]!r}?)" if hit else ""
+
+
+def unknown_keys(where: str, given, valid, noun: str = "key") -> None:
+    """A :class:`ParamError` naming every unknown key of ``given`` with a did-you-mean."""
+    bad = sorted(set(given) - set(valid), key=str)
+    if bad:
+        hints = "; ".join(f"{k!r}{did_you_mean(k, valid)}" for k in bad)
+        raise ParamError(f"{where}: unknown {noun}(s) {hints}; valid: {', '.join(sorted(map(str, valid)))}")
+
+
+def load_yaml(path: str | Path, what: str = "a YAML file") -> Any:
+    """``yaml.safe_load`` of ``path``; a syntax error or a tag that would construct Python objects
+    is a :class:`ParamError` naming the file, line and column (nothing in the file is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamError(f"{what} {path} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamError(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        hint = ""
+        if isinstance(e, yaml.constructor.ConstructorError) and "tag" in str(problem):
+            hint = ": tags such as !!python/... are not accepted in parameter files (plain values only)"
+        raise ParamError(f"{path}: not valid YAML{where}: {problem}{hint}") from None
+
+
+def load_mapping(path: str | Path, what: str) -> dict:
+    """A YAML file that must hold a mapping (``key: value`` lines); empty → ``{}``."""
+    d = load_yaml(path, what)
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ParamError(f"{path}: {what} is a mapping of `key: value` lines, got a "
+                         f"{type(d).__name__}")
+    return d
 
 
 def epochs_for(n_datasets: int) -> int:
@@ -47,6 +101,10 @@ class TrainParams:
     views: int = 0                     # fast path: augmented views cached per training image
     augment: bool = True               # the paper's augmentation (loop path) / use views (fast path)
     fast: bool | None = None           # feature-cache path; None: on when freeze == backbone
+    solver: str | None = None          # head solver: lbfgs (fast path only: logistic regression, C chosen on
+                                       # validation; melanoma.probe) | sgd (the paper's recipe: SGD + StepLR
+                                       # over epochs); None: lbfgs on the fast path, sgd on the loop path
+    reg_grid: list[float] | None = None  # lbfgs: candidates for C, the inverse L2 strength (None: 1e-5 … 1e2)
     seed: int = 0
     batch_size: int = 32
     lr: float = 1e-3
@@ -65,21 +123,17 @@ class TrainParams:
     device: str = "auto"               # auto (cuda → mps → cpu) | cpu | cuda | cuda:1 | mps
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainParams":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ParamError(f"TrainParams: unknown field(s) {unknown}; valid: {sorted(names)}")
+    def from_dict(cls, d: dict[str, Any], where: str = "TrainParams") -> "TrainParams":
+        if not isinstance(d, dict):
+            raise ParamError(f"{where}: expected a mapping of parameters, got {type(d).__name__}")
+        unknown_keys(where, d, {f.name for f in dataclasses.fields(cls)}, noun="field")
         p = cls(**d)
         p.validate()
         return p
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainParams":
-        d = read_yaml(path) or {}
-        if not isinstance(d, dict):
-            raise ParamError(f"{path}: expected a mapping of parameters, got {type(d).__name__}")
-        return cls.from_dict(d)
+        return cls.from_dict(load_mapping(path, "a parameters file"), where=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,17 +146,21 @@ class TrainParams:
         from .models import available_models
 
         if self.model not in available_models():
-            self._bad("model", f"unknown model; valid: {', '.join(available_models())}")
+            self._bad("model", f"unknown model{did_you_mean(self.model, available_models())}; "
+                      f"valid: {', '.join(available_models())}")
         try:
             parse_combo(self.train)
         except (KeyError, ValueError) as e:
             raise ParamError(f"TrainParams.train: {e}") from None
         if isinstance(self.eval_sets, str):
-            self.eval_sets = [s for s in self.eval_sets.replace("+", ",").split(",") if s]
+            self.eval_sets = [s.strip() for s in self.eval_sets.replace("+", ",").split(",") if s.strip()]
+        if not isinstance(self.eval_sets, (list, tuple)) or not self.eval_sets:
+            self._bad("eval_sets", "needs at least one evaluation set (e.g. ISIC2017 or B); its val "
+                      "split picks the rejection threshold and its test split is scored")
         try:
-            self.eval_sets = [get(e).short for e in self.eval_sets]
+            self.eval_sets = list(dict.fromkeys(get(str(e)).short for e in self.eval_sets))
         except KeyError as e:
-            raise ParamError(f"TrainParams.eval_sets: {e}") from None
+            raise ParamError(f"TrainParams.eval_sets: {e.args[0]}") from None
         for name, choices in (("weights", WEIGHTS), ("freeze", FREEZE), ("select", SELECT),
                               ("leakage", LEAKAGE), ("feature_dtype", ("float16", "float32")),
                               ("loader", LOADERS)):
@@ -110,19 +168,52 @@ class TrainParams:
                 self._bad(name, f"must be one of {choices}")
         for name in ("image_size", "batch_size", "step_size", "cache_size"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            if not _is_int(v) or v <= 0:
                 self._bad(name, "must be a positive integer")
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs <= 0):
+        if self.image_size < MIN_IMAGE_SIZE:
+            self._bad("image_size", f"must be at least {MIN_IMAGE_SIZE} px: the networks downsample "
+                      "by 32 (the paper uses 224)")
+        if self.cache_size < 16:
+            self._bad("cache_size", "must be at least 16 (the image cache's smallest side)")
+        if self.resize is not None and (not _is_int(self.resize) or self.resize < self.image_size):
+            self._bad("resize", f"must be an integer >= image_size ({self.image_size}), or null")
+        if self.epochs is not None and (not _is_int(self.epochs) or self.epochs <= 0):
             self._bad("epochs", "must be a positive integer (or null for the paper's schedule)")
-        if not isinstance(self.views, int) or self.views < 0:
+        if not _is_int(self.views) or self.views < 0:
             self._bad("views", "must be an integer >= 0")
-        if not (isinstance(self.workers, int) and self.workers >= 0):
+        if not (_is_int(self.workers) and self.workers >= 0):
             self._bad("workers", "must be an integer >= 0")
+        if not _is_int(self.seed) or self.seed < 0:
+            self._bad("seed", "must be an integer >= 0")
+        for name in ("augment", "oversample"):
+            if not isinstance(getattr(self, name), bool):
+                self._bad(name, "must be true or false")
+        if self.fast is not None and not isinstance(self.fast, bool):
+            self._bad("fast", "must be true, false or null (null: on when freeze is backbone)")
+        for name in ("lr", "momentum", "gamma"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+                self._bad(name, "must be a number")
+        for name in ("work", "model", "train", "out", "device"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                self._bad(name, "must be a non-empty string")
         if not (self.lr > 0 and 0 <= self.momentum < 1 and 0 < self.gamma <= 1):
             raise ParamError(f"TrainParams: need lr > 0, 0 <= momentum < 1, 0 < gamma <= 1; got "
                              f"lr={self.lr}, momentum={self.momentum}, gamma={self.gamma}")
         if self.fast and self.freeze != "backbone":
             self._bad("fast", "the feature-cache path needs freeze='backbone' (a frozen backbone)")
+        if self.solver is not None and self.solver not in SOLVERS:
+            self._bad("solver", f"must be one of {SOLVERS} (or null: lbfgs on the fast path, sgd otherwise)")
+        if self.solver == "lbfgs" and not self.use_fast:
+            self._bad("solver", "lbfgs fits a linear probe on cached features: it needs the fast path "
+                                "(freeze: backbone); the network-in-the-loop path trains with sgd")
+        if self.reg_grid is not None:
+            if isinstance(self.reg_grid, (int, float)):
+                self.reg_grid = [self.reg_grid]
+            if (not isinstance(self.reg_grid, list) or not self.reg_grid
+                    or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0
+                               for c in self.reg_grid)):
+                self._bad("reg_grid", "must be a non-empty list of positive numbers (candidates for C)")
         if not Path(self.work).is_dir():
             raise ParamError(f"TrainParams.work: work folder {self.work!r} does not exist; run "
                              "`melanoma ingest` first (or `melanoma demo`)")
@@ -144,5 +235,14 @@ class TrainParams:
         return self.freeze == "backbone" if self.fast is None else bool(self.fast)
 
     @property
+    def head_solver(self) -> str:
+        """``lbfgs`` or ``sgd``: the solver this run's head is trained with."""
+        return self.solver or ("lbfgs" if self.use_fast else "sgd")
+
+    @property
     def eval_resize(self) -> int:
         return self.resize or round(self.image_size * 256 / 224)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

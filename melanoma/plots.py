@@ -24,6 +24,8 @@ __all__ = [
     "accuracy_vs_threshold",
     "misdiagnoses_bar",
     "risk_coverage",
+    "referral_bar",
+    "miss_rate_vs_coverage",
     "entropy_histogram",
     "sample_grid",
     "framework_diagram",
@@ -106,7 +108,10 @@ def accuracy_vs_threshold(tables: Mapping[str, Mapping], title: str | None = Non
     Returns
     -------
     Figure
-        One line per entry.
+        One line per entry; in relative mode (``mode == "relative"``) the x axis is the fraction
+        r of validation rejected, else the entropy threshold (or fraction in coverage mode).
+        Legend labels get a leading space, so a label starting with ``_`` (``_7_point_criteria``)
+        is not hidden by matplotlib.
 
     Examples
     --------
@@ -122,16 +127,20 @@ def accuracy_vs_threshold(tables: Mapping[str, Mapping], title: str | None = Non
         t = s.get("table", s)
         _need(t, ("threshold", "accuracy"), f"tables[{label!r}]")
         mode = s.get("mode", mode)
-        (line,) = ax.plot(np.asarray(t["threshold"]), np.asarray(t["accuracy"]), marker=".", label=str(label))
-        chosen = s.get("threshold") if "table" in s else None
+        # relative mode: each candidate is a fraction r of validation rejected (the seed code's axis)
+        use_fraction = mode == "relative" and "fraction" in t
+        x = np.asarray(t["fraction"] if use_fraction else t["threshold"], dtype=float)
+        (line,) = ax.plot(x, np.asarray(t["accuracy"]), marker=".", label=f" {label}")
+        chosen = (s.get("fraction") if use_fraction else s.get("threshold")) if "table" in s else None
         if chosen is not None and np.isfinite(chosen):
-            j = int(np.argmin(np.abs(np.asarray(t["threshold"]) - chosen)))
+            j = int(np.nanargmin(np.abs(x - chosen)))
             ax.scatter([chosen], [np.asarray(t["accuracy"])[j]], color=line.get_color(), zorder=3, s=40)
-    ax.set_xlabel("fraction rejected" if mode == "coverage" else "entropy threshold (bits)")
+    ax.set_xlabel("fraction of validation rejected, r" if mode == "relative" else
+                  "fraction rejected" if mode == "coverage" else "entropy threshold (bits)")
     ax.set_ylabel("accuracy on retained (validation)")
     ax.legend(fontsize="small")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, wrap=True)
     return fig
 
 
@@ -187,7 +196,8 @@ def misdiagnoses_bar(records, title: str | None = None) -> Figure:
     return fig
 
 
-def risk_coverage(curves: Mapping[str, Mapping], title: str | None = None) -> Figure:
+def risk_coverage(curves: Mapping[str, Mapping], title: str | None = None,
+                  points: Mapping[str, tuple[float, float]] | None = None) -> Figure:
     """Selective risk against coverage for several runs or sets.
 
     Parameters
@@ -195,6 +205,9 @@ def risk_coverage(curves: Mapping[str, Mapping], title: str | None = None) -> Fi
     curves : dict
         ``{label: curve}`` from :func:`melanoma.uncertainty.risk_coverage_curve` (keys
         ``coverage`` and ``risk``).
+    points : dict, optional
+        ``{label: (coverage, risk)}``: the operating point the chosen threshold reached on test,
+        drawn as a dot on that label's curve.
     title : str, optional
         Axes title.
 
@@ -211,17 +224,146 @@ def risk_coverage(curves: Mapping[str, Mapping], title: str | None = None) -> Fi
     2
     """
     curves = _check_mapping(curves, "curves")
+    points = points or {}
     fig, ax = _figure()
     for label, c in curves.items():
         _need(c, ("coverage", "risk"), f"curves[{label!r}]")
-        ax.plot(np.asarray(c["coverage"]), np.asarray(c["risk"]), drawstyle="steps-post", label=str(label))
+        (line,) = ax.plot(np.asarray(c["coverage"]), np.asarray(c["risk"]), drawstyle="steps-post",
+                          label=f" {label}")
+        if label in points:
+            cov, risk = points[label]
+            ax.scatter([cov], [risk], color=line.get_color(), zorder=3, s=40, edgecolor="black")
     ax.set_xlim(0, 1)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("coverage")
     ax.set_ylabel("selective risk (error rate on retained)")
     ax.legend(fontsize="small")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, wrap=True)
+    return fig
+
+
+def miss_rate_vs_coverage(curves: Mapping[str, Mapping], points: Mapping[str, Mapping] | None = None,
+                          title: str | None = None) -> Figure:
+    """Melanoma miss rate (confident benign labels / all melanomas) against coverage, one panel per
+    evaluation set, one line per rejection method as its parameter varies.
+
+    Parameters
+    ----------
+    curves : dict
+        ``{eval set: {method: {"coverage": [...], "miss_rate": [...]}}}``, e.g. the ``curves`` of
+        :func:`melanoma.conformal.compare_methods`.
+    points : dict, optional
+        ``{eval set: {method: (coverage, miss_rate)}}``: the operating point of each method's
+        chosen parameter, drawn as a dot.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Figure
+
+    Examples
+    --------
+    >>> c = {"entropy": {"coverage": [1, .8], "miss_rate": [.3, .2]},
+    ...      "conformal": {"coverage": [.6, .3], "miss_rate": [.1, .02]}, "sgr": {"coverage": [], "miss_rate": []}}
+    >>> fig = miss_rate_vs_coverage({"ISIC2017": c, "_7_point_criteria": c})
+    >>> len(fig.axes), len(fig.axes[0].lines)
+    (2, 3)
+    """
+    curves = _check_mapping(curves, "curves")
+    points = points or {}
+    n = len(curves)
+    fig = Figure(figsize=(min(4.2 * n, 13.0), 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    styles = {"entropy": ("#555555", "entropy rule (paper)"), "conformal": ("#1f77b4", "conformal sets"),
+              "sgr": ("#d62728", "selective guaranteed risk")}
+    for ax, (es, by_method) in zip(axes, curves.items()):
+        for method, c in by_method.items():
+            _need(c, ("coverage", "miss_rate"), f"curves[{es!r}][{method!r}]")
+            colour, label = styles.get(method, (None, method))
+            cov, miss = np.asarray(c["coverage"], float), np.asarray(c["miss_rate"], float)
+            order = np.argsort(cov, kind="stable")
+            ax.plot(cov[order], miss[order], marker=".", color=colour, label=f" {label}")
+            pt = (points.get(es) or {}).get(method)
+            if pt is not None and all(np.isfinite(pt)):
+                ax.scatter([pt[0]], [pt[1]], color=colour, edgecolor="black", s=50, zorder=3)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("coverage (confident predictions)")
+        ax.set_title(f" {es}", fontsize="medium")
+    axes[0].set_ylabel("melanomas given a confident benign label")
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title, wrap=True)
+    return fig
+
+
+def referral_bar(records: Mapping[str, Mapping], title: str | None = None) -> Figure:
+    """Where the melanomas went, before and after rejection, per evaluation set (Fig. 5).
+
+    Two stacked bars per evaluation set: *before* (every melanoma caught or missed) and *after*
+    (caught, missed = a confident benign label, referred = "Uncertain"), with the benign lesions
+    referred and the test coverage written under the set's name. The counts are those of
+    :func:`melanoma.uncertainty.referral_counts`.
+
+    Parameters
+    ----------
+    records : dict
+        ``{eval set: referral}`` with keys ``n_melanoma, melanoma_caught, melanoma_missed,
+        melanoma_referred, melanoma_missed_before, benign_referred, n_benign, coverage``; an
+        optional ``flag`` string is printed under the name.
+    title : str, optional
+        Axes title.
+
+    Returns
+    -------
+    Figure
+
+    Examples
+    --------
+    >>> r = {"n_melanoma": 10, "melanoma_caught": 6, "melanoma_missed": 2, "melanoma_referred": 2,
+    ...      "melanoma_missed_before": 3, "benign_referred": 5, "n_benign": 40, "coverage": 0.86}
+    >>> len(referral_bar({"ISIC2017": r}).axes[0].patches)
+    5
+    """
+    records = _check_mapping(records, "records")
+    keys = ("n_melanoma", "melanoma_caught", "melanoma_missed", "melanoma_referred", "melanoma_missed_before",
+            "benign_referred", "n_benign", "coverage")
+    for label, r in records.items():
+        _need(r, keys, f"record {label!r}")
+    fig, ax = _figure(figsize=(max(5.5, 2.0 * len(records) + 1.5), 4.2))
+    colours = {"caught": "#1a9641", "missed": "#d7191c", "referred": "#fdae61"}
+    w = 0.36
+    ticks, names, seen = [], [], set()
+    for i, (label, r) in enumerate(records.items()):
+        n = float(r["n_melanoma"])
+        before = {"caught": n - float(r["melanoma_missed_before"]), "missed": float(r["melanoma_missed_before"]),
+                  "referred": 0.0}
+        after = {"caught": float(r["melanoma_caught"]), "missed": float(r["melanoma_missed"]),
+                 "referred": float(r["melanoma_referred"])}
+        for x, parts, kinds in ((i - w / 2 - 0.02, before, ("caught", "missed")),
+                                (i + w / 2 + 0.02, after, ("caught", "missed", "referred"))):
+            bottom = 0.0
+            for k in kinds:
+                first = i == 0 and k not in seen
+                seen.add(k)
+                bars = ax.bar(x, parts[k], w, bottom=bottom, color=colours[k],
+                              label=f" melanoma {k}" if first else None)
+                if parts[k]:
+                    ax.bar_label(bars, labels=[f"{parts[k]:g}"], label_type="center", fontsize="x-small")
+                bottom += parts[k]
+        ticks += [i - w / 2 - 0.02, i + w / 2 + 0.02]
+        flag = f"\n{r['flag']}" if r.get("flag") else ""
+        names.append(f"before\n{label}")
+        names.append(f"after\ncov. {float(r['coverage']):.2f}\nbenign ref. {int(r['benign_referred'])}/"
+                     f"{int(r['n_benign'])}{flag}")
+    ax.set_xticks(ticks, names, fontsize="x-small")
+    ax.set_ylabel("melanomas in the test split")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        ax.set_title(title, wrap=True)
     return fig
 
 

@@ -1,8 +1,15 @@
 """Aggregate a grid's runs into ``results/<grid>/summary.parquet`` and the SIIM-ISIC submissions.
 
 ``summary.parquet`` has one row per run × evaluation set × phase (``before`` / ``after``
-rejection): every metric, its bootstrap CI (``<metric>_low`` / ``<metric>_high``), the threshold,
-coverage and misdiagnosis counts. ``runs.parquet`` has one row per run with the status of each step
+rejection, and ``after_temperature``: the same rule on temperature-scaled probabilities): every
+metric, its bootstrap CI (``<metric>_low`` / ``<metric>_high``), the threshold (entropy, bits) and
+the fraction ``r`` it rejected on validation, the coverage on validation and test, the melanoma
+referral counts (caught / missed / referred, benign referred, sensitivity and specificity among
+the retained), and the rejection's ``flags`` (``floor-relaxed``, ``low-coverage``,
+``one-class-retained``, ``skipped``) with ``flagged`` and ``rejection_note``; and one
+``method_<name>`` row per rejection method compared (entropy, conformal, sgr: coverage, accuracy,
+melanoma miss rate with CIs, ``promise_kept``, ``exchangeable``, conformal class coverage and
+slack, SGR target and bound). ``runs.parquet`` has one row per run with the status of each step
 and the paths of its executed notebooks (failed runs included, so the book can list them).
 
 SIIM-ISIC 2020 (Table 2): every run that scored ISIC 2020's unlabelled test split gets a
@@ -20,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from .datasets import combo_label, get, parse_combo
-from .grid import REPO, Grid, load_grid
+from .grid import KEEP_SUFFIX, REPO, Grid, load_grid
 from .io import read_json, read_yaml, write_parquet, write_text
 
 METRICS = ["precision", "sensitivity", "specificity", "f1", "accuracy", "balanced_accuracy", "auc",
@@ -42,34 +49,77 @@ def _status(run_dir: Path, step: str) -> dict:
     return read_json(f) if f.is_file() else {"status": "not run"}
 
 
+REFERRAL = ["n_melanoma", "melanoma_caught", "melanoma_missed", "melanoma_referred", "n_benign",
+            "benign_cleared", "benign_false_alarm", "benign_referred", "sensitivity_retained",
+            "specificity_retained"]
+VARIANT_METRICS = ["accuracy", "sensitivity", "specificity", "auc", "ece", "brier"]
+#: Per rejection method (``method_<name>`` rows, :func:`melanoma.conformal.selective_stats`), with CIs.
+METHOD_STATS = ["coverage", "accuracy", "sensitivity_retained", "specificity_retained", "miss_rate",
+                "melanoma_referred_rate"]
+
+
+def _flags(block: dict) -> tuple[str, str]:
+    fl = block.get("flags") or []
+    return ",".join(f["code"] for f in fl), "; ".join(f["text"] for f in fl)
+
+
+def _referral_before(b: dict) -> dict:
+    """Where the melanomas go without rejection: every positive is caught or missed."""
+    n, n_mel = _num(b.get("n")), _num(b.get("n_melanoma"))
+    tp, fn, tn, fp = (_num(b.get(k)) for k in ("tp", "fn", "tn", "fp"))
+    return {"n_melanoma": n_mel, "melanoma_caught": tp, "melanoma_missed": fn, "melanoma_referred": 0.0,
+            "n_benign": n - n_mel, "benign_cleared": tn, "benign_false_alarm": fp, "benign_referred": 0.0,
+            "sensitivity_retained": _num(b.get("sensitivity")), "specificity_retained": _num(b.get("specificity"))}
+
+
 def run_rows(grid: Grid, rid: str, run_dir: Path) -> list[dict]:
-    """Summary rows of one finished run (empty if its reject step did not finish)."""
+    """Summary rows of one finished run (empty if its reject step did not finish).
+
+    Per evaluation set: ``before`` (all test images), ``after`` (the retained ones, by the run's
+    primary rejection rule) and ``after_temperature`` (the same rule on temperature-scaled
+    probabilities, fewer metrics). Every row of a (run, evaluation set) carries the rejection's
+    ``flags`` (codes), ``flag_text`` and ``flagged``; a flagged or skipped rejection also fills
+    ``rejection_note``, so no degenerate "after" number travels without its reason.
+    """
     rej_f, met_f, run_f = run_dir / "rejection.json", run_dir / "metrics.json", run_dir / "run.json"
     if not (rej_f.is_file() and run_f.is_file()):
         return []
     run, rej = read_json(run_f), read_json(rej_f)
     met = read_json(met_f) if met_f.is_file() else {}
     datasets = run.get("datasets") or parse_combo(run["train"])
+    params = read_yaml(run_dir / "params.yaml") if (run_dir / "params.yaml").is_file() else {}
+    leak = params.get("leakage", "drop") if isinstance(params, dict) else "drop"
+    probe = run.get("probe") or {}
     base = {"grid": grid.name, "run_id": rid, "model": run["model"], "train": combo_label(datasets),
             "train_datasets": "+".join(datasets), "n_datasets": len(datasets),
             "synthetic": bool(run.get("synthetic", False)), "freeze": run.get("trainable", {}).get("freeze", ""),
-            "best_epoch": run.get("best_epoch")}
+            "best_epoch": run.get("best_epoch"), "leakage": leak,
+            "twin_of": rid[: -len(KEEP_SUFFIX)] if rid.endswith(KEEP_SUFFIX) else "",
+            "solver": probe.get("solver", "sgd"), "probe_C": _num(probe.get("C")),
+            "probe_C_at_edge": bool(probe.get("at_edge", False)),
+            "rejection_mode": rej.get("mode", ""), "rejection_primary": rej.get("primary", "raw"),
+            "rejection_method": rej.get("method", "entropy")}
     rows = []
     rej_sets, met_sets = rej.get("eval_sets") or {}, met.get("eval_sets") or {}
     for es in list(dict.fromkeys(list(rej_sets) + list(met_sets))):
         block = rej_sets.get(es) or {}
         mblock = met_sets.get(es) or {}
-        note = ""
+        codes, text = _flags(block)
+        note = text
         if block.get("skipped") or not block:
             # no threshold (e.g. a weak model whose validation entropies all exceed the grid):
             # the metrics before rejection still come from metrics.json; "after" stays undefined
             if not isinstance(mblock, dict) or not mblock.get("test") or mblock.get("skipped"):
                 continue
             note = f"rejection skipped: {block.get('skipped', 'no rejection.json entry')}"
-            block = {"before": mblock["test"], "after": {}}
+            codes = codes or "skipped"
+            block = {**block, "before": mblock["test"], "after": {}}
+        common = dict(base, eval_set=es, eval_name=get(es).name, rejection_note=note, flags=codes,
+                      flag_text=text or note, flagged=bool(codes),
+                      val_source=block.get("val_source", ""), test_source=block.get("test_source", ""))
         for phase in ("before", "after"):
             b = block.get(phase) or {}
-            row = dict(base, eval_set=es, eval_name=get(es).name, phase=phase, rejection_note=note)
+            row = dict(common, phase=phase)
             for m in METRICS:
                 row[m] = _num(b.get(m))
                 ci = (b.get("ci") or {}).get(m) or {}
@@ -77,8 +127,13 @@ def run_rows(grid: Grid, rid: str, run_dir: Path) -> list[dict]:
             for c in COUNTS:
                 row[c] = _num(b.get(c))
             row["threshold"] = _num(block.get("threshold"))
+            row["fraction"] = _num(block.get("fraction"))
             row["coverage"] = 1.0 if phase == "before" else _num(block.get("coverage", float("nan")))
+            row["test_coverage"] = _num(block.get("coverage", float("nan")))
             row["n_retained"] = row["n"]
+            ref = _referral_before(b) if phase == "before" else (block.get("referral") or {})
+            for k in REFERRAL:
+                row[k] = _num(ref.get(k))
             for k in ("fp_prevented", "fn_prevented", "fn_reduction_pct", "fp_reduction_pct",
                       "misdiagnoses_prevented", "min_coverage"):
                 row[k] = _num(block.get(k))
@@ -90,6 +145,52 @@ def run_rows(grid: Grid, rid: str, run_dir: Path) -> list[dict]:
             row["val_coverage"] = _num((block.get("val_search") or {}).get("coverage", block.get("val_coverage")))
             temp = (mblock.get("temperature") or {}) if isinstance(mblock, dict) else {}
             row["temperature"] = _num(temp.get("T") if isinstance(temp, dict) else temp)
+            rows.append(row)
+        for name, m in (block.get("methods") or {}).items():
+            if name == "curves":
+                continue
+            row = dict(common, phase=f"method_{name}", rejection_method=name, flags="", flag_text="",
+                       flagged=False, rejection_note="")
+            for k in METHOD_STATS:
+                row[k] = _num(m.get(k))
+                ci = (m.get("ci") or {}).get(k) or {}
+                row[f"{k}_low"], row[f"{k}_high"] = _num(ci.get("low")), _num(ci.get("high"))
+            row["test_coverage"] = row["coverage"]
+            row["n"], row["n_retained"] = _num(m.get("n")), _num(m.get("n_retained"))
+            for k in ("n_melanoma", "melanoma_missed", "melanoma_referred", "benign_referred", "n_benign"):
+                row[k] = _num(m.get(k))
+            row["promise_kept"] = {True: "yes", False: "no"}.get(m.get("kept"), "")
+            row["exchangeable"] = bool(m.get("exchangeable", True))
+            if name == "conformal":
+                row["conformal_alpha"] = _num(m.get("alpha"))
+                for c in ("melanoma", "benign"):
+                    cc = (m.get("class_coverage") or {}).get(c) or {}
+                    row[f"class_coverage_{c}"] = _num(cc.get("observed"))
+                    row[f"class_coverage_{c}_slack"] = _num(cc.get("slack"))
+            if name == "sgr":
+                row["risk_target"], row["risk_bound"] = _num(m.get("target")), _num(m.get("bound"))
+                row["threshold"], row["sgr_met"] = _num(m.get("threshold")), bool(m.get("met"))
+                row["test_risk"] = _num(m.get("test_risk"))
+            if name == "entropy":
+                row["threshold"] = _num(m.get("threshold"))
+            rows.append(row)
+        other = "temperature" if rej.get("primary", "raw") == "raw" else "raw"
+        v = (block.get("variants") or {}).get(other)
+        if v:
+            vcodes, vtext = _flags(v)
+            row = dict(common, phase=f"after_{other}", flags=vcodes or ("skipped" if "skipped" in v else ""),
+                       flag_text=vtext or v.get("skipped", ""), flagged=bool(vcodes) or "skipped" in v,
+                       rejection_note=vtext or v.get("skipped", ""))
+            after = v.get("after") or {}
+            for m in VARIANT_METRICS:
+                row[m] = _num(after.get(m))
+            row["threshold"], row["fraction"] = _num(v.get("threshold")), _num(v.get("fraction"))
+            row["coverage"] = row["test_coverage"] = _num(v.get("coverage"))
+            row["val_coverage"] = _num(v.get("val_coverage"))
+            row["n"], row["n_retained"] = _num(v.get("n_retained")), _num(v.get("n_retained"))
+            for k in REFERRAL:
+                row[k] = _num((v.get("referral") or {}).get(k))
+            row["temperature"] = _num(((block.get("temperature") or {}).get("T")))
             rows.append(row)
     return rows
 

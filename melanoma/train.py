@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import time
@@ -38,9 +39,11 @@ from tqdm.auto import tqdm
 
 from . import features as feats
 from .cache import ImageCache
+from .datasets import get
 from .datasets.combine import combine
-from .datasets.dedup import eval_frame
-from .io import atomic_path, write_json, write_parquet, write_text, write_yaml
+from .datasets.dedup import eval_frame, is_external
+from .datasets.manifest import read_manifest
+from .io import CorruptFileError, atomic_path, read_torch, write_json, write_parquet, write_text, write_yaml
 from .models import build_model, model_config, set_train_mode, split_backbone_head, trainable_summary
 from .params import TrainParams
 from .transforms import eval_transform, train_transform
@@ -110,7 +113,7 @@ def _file_sha(path: Path) -> str:
 
 def _params_key(p: TrainParams) -> str:
     d = p.to_dict()
-    for k in ("workers", "device", "out"):  # do not change results
+    for k in ("workers", "device", "out"):  # do not change results (workers: tests/test_train.py)
         d.pop(k)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -118,17 +121,45 @@ def _params_key(p: TrainParams) -> str:
 # ----------------------------------------------------------------------------- data
 
 def load_data(p: TrainParams):
-    """The combination's train/val rows (cleaned of leakage) and the evaluation rows."""
+    """The combination's train/val rows (cleaned of leakage), the evaluation rows, and where each
+    evaluation set's val and test rows come from.
+
+    An evaluation set outside the training combination without a labelled test split is scored
+    whole (:func:`melanoma.datasets.dedup.eval_frame`); an evaluation set outside the combination
+    without labelled validation rows of its own (such a whole set, or a release that ships only a
+    test split) borrows the **combination's validation split** for everything fitted on
+    validation (temperature, rejection threshold): those rows are added under its name with
+    ``split = val``. Returns ``(combined, eval_rows, sources)``.
+    """
     c = combine(p.work, p.train, p.eval_sets, policy=p.leakage)
-    ev = eval_frame(p.work, p.eval_sets) if p.eval_sets else pd.DataFrame(columns=c.val.columns)
-    return c, ev.reset_index(drop=True)
+    if not p.eval_sets:
+        return c, pd.DataFrame(columns=[*c.val.columns, "eval_set"]), {}
+    ev = eval_frame(p.work, p.eval_sets, train_datasets=c.datasets)
+    frames, sources = [ev], {}
+    for e in p.eval_sets:
+        rows = ev[ev["eval_set"] == e]
+        whole = is_external(read_manifest(p.work, e), e, c.datasets)
+        own_val = bool(((rows["split"] == "val") & (rows["label"] >= 0)).any())
+        src = {"val": "own validation split", "test": "official test split", "whole": whole}
+        if whole:
+            src["test"] = (f"the whole release ({len(rows)} labelled images): external to the training "
+                           "combination, no official test split")
+        if not own_val and e not in c.datasets:
+            frames.append(c.val.assign(eval_set=e))
+            src["val"] = (f"the training combination's validation split ({len(c.val)} images of "
+                          f"{c.label}): {get(e).name} has no validation split of its own here")
+        sources[e] = src
+    return c, pd.concat(frames, ignore_index=True), sources
 
 
 # ----------------------------------------------------------------------------- loop path
 
-def _loader(rows: pd.DataFrame, cache: ImageCache, tf, order, p: TrainParams, batch_size: int):
-    ds = feats.CachedImages(rows["content_hash"], rows["label"].clip(lower=0), cache, tf)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=list(order),
+def _loader(rows: pd.DataFrame, cache: ImageCache, tf, order, p: TrainParams, batch_size: int,
+            seed: int | None = None):
+    """``seed`` (training): image k of the epoch is augmented under ``(seed, k)`` whichever worker
+    loads it, so ``workers`` never changes results (:class:`melanoma.features.CachedImages`)."""
+    ds = feats.CachedImages(rows["content_hash"], rows["label"].clip(lower=0), cache, tf, seed=seed)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=list(enumerate(order)),
                                        num_workers=p.workers, persistent_workers=False)
 
 
@@ -156,7 +187,8 @@ def _train_epoch_loop(model, opt, rows, cache, tf, order, p, device, progress, d
     set_train_mode(model, True)
     amp = device.type == "cuda"
     tot, correct, n = 0.0, 0, 0
-    for x, y in tqdm(_loader(rows, cache, tf, order, p, p.batch_size), desc=desc,
+    aug_seed = int(torch.randint(0, 2**62, (1,)))  # from the epoch's seed (train_run seeds torch per epoch)
+    for x, y in tqdm(_loader(rows, cache, tf, order, p, p.batch_size, seed=aug_seed), desc=desc,
                      disable=not progress, leave=False, unit="batch", mininterval=2.0):
         x, y = x.to(device), y.to(device)
         if amp:
@@ -203,6 +235,40 @@ def _head_epoch(head, opt, X_views, y, order, p, epoch):
     return tot / max(n, 1), correct / max(n, 1), n
 
 
+def _finish_probe(r: "Run", head, X_views: list[np.ndarray], X_val: torch.Tensor, fkw: dict) -> Path:
+    """The fast path with ``solver: lbfgs``: fit the probe (:mod:`melanoma.probe`), score, finish.
+
+    ``history.csv`` has one row per candidate ``C`` (column ``epoch`` = its 1-based index, so the
+    "best epoch" of run.json is the chosen candidate); run.json's ``probe`` block names ``C``, the
+    grid, whether the choice sits at its edge, and whether every fit converged."""
+    from .probe import DEFAULT_C_GRID, fit_logistic_probe, load_into_head
+
+    p = r.p
+    t = time.perf_counter()
+    X = np.concatenate(X_views) if len(X_views) > 1 else X_views[0]
+    y = np.tile(r.y_tr, len(X_views))
+    fit = fit_logistic_probe(X, y, X_val.numpy(), r.y_va, C_grid=p.reg_grid or DEFAULT_C_GRID,
+                             balanced=p.oversample, select=p.select, log=r.log)
+    load_into_head(head, fit)
+    r.history = [{"epoch": i + 1, "C": h["C"], "train_loss": h["train_loss"], "train_accuracy": h["train_accuracy"],
+                  "val_loss": h["val_loss"], "val_accuracy": h["val_accuracy"], "val_auc": h["val_auc"],
+                  "lr": float("nan"), "n_iter": h["n_iter"], "seconds": h["seconds"],
+                  "img_per_s": len(y) / h["seconds"] if h["seconds"] > 0 else float("nan")}
+                 for i, h in enumerate(fit["history"])]
+    r.best_state = copy.deepcopy(head.state_dict())
+    r.extra.update(epochs=None, probe={"solver": "lbfgs", "C": fit["C"], "C_grid": fit["C_grid"],
+                                       "at_edge": fit["at_edge"], "converged": fit["converged"],
+                                       "balanced": bool(p.oversample), "select": p.select,
+                                       "n_fit": int(len(y)), "views": len(X_views)})
+    r.timings["train"] = time.perf_counter() - t
+    t = time.perf_counter()
+    with torch.no_grad():
+        head.eval()
+        logits = head(torch.from_numpy(feats.gather(p.work, r.ev, **fkw))) if len(r.ev) else torch.zeros((0, 2))
+    r.timings["predict"] = time.perf_counter() - t
+    return r.finish(logits)
+
+
 # ----------------------------------------------------------------------------- the run
 
 class Run:
@@ -229,7 +295,7 @@ class Run:
         self.mean, self.std = cfg.mean, cfg.std
 
         t = time.perf_counter()
-        self.combo, self.ev = load_data(p)
+        self.combo, self.ev, self.eval_sources = load_data(p)
         self.timings["data"] = time.perf_counter() - t
         if not self.combo.leakage.empty:
             write_parquet(self.out / "leakage.parquet", self.combo.leakage)
@@ -267,18 +333,45 @@ class Run:
         """Load ``checkpoint.pt`` if it belongs to these parameters; returns the first epoch to run."""
         if trained is not None:
             self.trained = trained
-        if self.ck_path.is_file():
-            ck = torch.load(self.ck_path, map_location="cpu", weights_only=True)
-            if ck.get("key") == self.key:
-                self.trained.load_state_dict(ck["model"])
-                self.opt.load_state_dict(ck["opt"])
-                self.sched.load_state_dict(ck["sched"])
-                self.history = [dict(zip(ck["history_cols"], row)) for row in ck["history"]]
-                self.best_state, self.best_score = ck["best_state"], ck["best_score"]
-                self.start = int(ck["epoch"])
-                self.log(f"[train] resuming after epoch {self.start}")
-            else:
+        if not self.ck_path.is_file():
+            return self.start
+        # A checkpoint that cannot be read or does not fit this model is moved aside (named in the
+        # log and in run.json) and the run starts from scratch, instead of failing every retry.
+        before = (copy.deepcopy(self.trained.state_dict()), copy.deepcopy(self.opt.state_dict()),
+                  copy.deepcopy(self.sched.state_dict()))
+        try:
+            ck = read_torch(self.ck_path, "checkpoint")
+            need = {"key", "epoch", "model", "opt", "sched", "best_state", "best_score",
+                    "history_cols", "history"}
+            if not isinstance(ck, dict) or not need <= set(ck):
+                raise CorruptFileError(f"checkpoint {self.ck_path} lacks "
+                                       f"{sorted(need - set(ck)) if isinstance(ck, dict) else 'everything'}")
+            if ck["key"] != self.key:
                 self.log("[train] checkpoint belongs to other parameters; starting over")
+                return self.start
+            self.trained.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["opt"])
+            self.sched.load_state_dict(ck["sched"])
+            history = [dict(zip(ck["history_cols"], row)) for row in ck["history"]]
+            start = int(ck["epoch"])
+            if len(history) != start or not 0 < start <= self.n_epochs:
+                raise CorruptFileError(f"checkpoint {self.ck_path} says epoch {start} with "
+                                       f"{len(history)} history rows")
+        except (CorruptFileError, RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            self.trained.load_state_dict(before[0])
+            self.opt.load_state_dict(before[1])
+            self.sched.load_state_dict(before[2])
+            aside = self.ck_path.with_name(f"checkpoint.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+                                           f"-{os.getpid()}.pt")
+            os.replace(self.ck_path, aside)
+            self.extra["checkpoint_moved_aside"] = {"file": str(aside), "reason": str(e)}
+            self.log(f"[train] WARNING: {e if 'checkpoint' in str(e) else f'checkpoint {self.ck_path}: {e}'}; "
+                     f"moved aside to {aside.name}; training starts again from epoch 1")
+            return self.start
+        self.history = history
+        self.best_state, self.best_score = ck["best_state"], ck["best_score"]
+        self.start = start
+        self.log(f"[train] resuming after epoch {self.start}")
         return self.start
 
     @property
@@ -315,7 +408,8 @@ class Run:
         t = time.perf_counter()
         prob = torch.softmax(logits.float(), 1)[:, 1].numpy()
         run_id = out.name
-        pred = pd.DataFrame({"run_id": run_id, "eval_set": ev.get("dataset", pd.Series(dtype=str)).values,
+        pred = pd.DataFrame({"run_id": run_id, "eval_set": ev.get("eval_set", pd.Series(dtype=str)).values,
+                             "dataset": ev.get("dataset", pd.Series(dtype=str)).values,
                              "split": ev.get("split", pd.Series(dtype=str)).values,
                              "image_id": ev.get("image_id", pd.Series(dtype=str)).values,
                              "label": ev.get("label", pd.Series(dtype=int)).values.astype(int),
@@ -336,6 +430,7 @@ class Run:
             "run_id": run_id, "model": p.model, "train": p.train, "train_label": combo.label,
             "datasets": combo.datasets, "eval_sets": p.eval_sets,
             "n_train": len(y_tr), "n_val": len(self.y_va), "n_train_melanoma": int(y_tr.sum()),
+            "eval_sources": self.eval_sources,
             "removed_for_leakage": combo.removed, "best_epoch": best["epoch"], "select": p.select,
             "best_score": best[p.select], "epochs": self.n_epochs,
             "path": "fast" if p.use_fast else "loop", "loader": None if p.use_fast else p.loader,
@@ -384,7 +479,6 @@ def train_run(p: TrainParams, *, progress: bool = True, stop_after: int | None =
         backbone, head = split_backbone_head(model)
         fkw = dict(model=p.model, weights=p.weights, size=size)
         n_views = p.views if p.augment else 0
-        from .datasets.manifest import read_manifest
         for ds in sorted(set(combo.train["dataset"]) | set(combo.val["dataset"]) | set(ev.get("dataset", []))):
             r.feat_facts.append(feats.ensure_features(
                 p.work, ds, read_manifest(p.work, ds), backbone, resize=resize, mean=r.mean, std=r.std,
@@ -396,6 +490,8 @@ def train_run(p: TrainParams, *, progress: bool = True, stop_after: int | None =
         X_val = torch.from_numpy(feats.gather(p.work, combo.val, **fkw))
         head = head.cpu()
         r.timings["features"] = time.perf_counter() - t
+        if p.head_solver == "lbfgs":
+            return _finish_probe(r, head, X_views, X_val, fkw)
         r.resume(head)
     else:
         r.resume()

@@ -36,13 +36,17 @@ from melanoma.metrics import (
 __all__ = [
     "UNCERTAIN",
     "DEFAULT_GRID",
+    "RELATIVE_GRID",
     "entropy",
     "reject_by_threshold",
     "reject_by_coverage",
+    "relative_threshold",
     "retained_mask",
     "triage_labels",
     "search_threshold",
     "rejection_report",
+    "report_for_mask",
+    "referral_counts",
     "accuracy_rejection_curve",
     "risk_coverage_curve",
     "aurc",
@@ -58,7 +62,13 @@ UNCERTAIN = "Uncertain"
 #: The paper's candidate thresholds: 0, 0.01, ..., 0.20 (entropy in bits, or rejected fraction).
 DEFAULT_GRID = np.round(np.arange(0.0, 0.2001, 0.01), 10)
 
-_MODES = ("absolute", "coverage")
+#: The seed code's relative thresholds: reject 5 %, 6 %, ..., 20 % of the validation split.
+RELATIVE_GRID = np.round(np.arange(0.05, 0.2001, 0.01), 10)
+
+#: Rejection rules. ``relative`` (the seed code's): the threshold is the validation split's entropy
+#: quantile that rejects a fraction r, and that *entropy value* is applied to test; ``absolute``:
+#: the grid holds entropies in bits; ``coverage``: reject a fraction of whatever set is scored.
+_MODES = ("relative", "absolute", "coverage")
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,9 +229,52 @@ def reject_by_coverage(p, fraction: float, base: float = 2) -> np.ndarray:
     return keep
 
 
+def relative_threshold(p, fraction: float, base: float = 2) -> float:
+    """The entropy value that rejects ``fraction`` of ``p`` (the seed code's relative threshold).
+
+    With :math:`H_{(1)} \\le \\dots \\le H_{(n)}` the sorted entropies and
+    :math:`k = n - \\lfloor f\\,n \\rfloor` the number to keep,
+
+    .. math:: \\tau_f = H_{(k)}
+
+    so that ``reject_by_threshold(p, tau)`` keeps every prediction at most as uncertain as the
+    k-th most confident one: exactly ``k`` without ties, more when entropies tie at
+    :math:`\\tau_f` (coverage is then above ``1 - f``, never below). The value is an entropy, so
+    applied to another split (test) it keeps whatever fraction of that split is at least as
+    confident: the achieved coverage there is measured, not assumed.
+
+    Parameters
+    ----------
+    p : array-like of shape (n,) or (n, k)
+        p(melanoma) (or rows of class probabilities) of the split the threshold is fitted on.
+    fraction : float
+        Fraction to reject, in [0, 1).
+    base : float, default=2
+        Entropy base.
+
+    Returns
+    -------
+    float
+        :math:`\\tau_f` in units of ``base``; ``nan`` when ``p`` is empty or nothing would be kept.
+
+    Examples
+    --------
+    >>> p = [0.5, 0.9, 0.99, 0.6, 0.2, 0.01, 0.95, 0.7, 0.8, 0.3]
+    >>> round(relative_threshold(p, 0.1), 4)   # the 0.5 (1 bit) is rejected; next is 0.6
+    0.971
+    >>> round(relative_threshold(p, 0.2), 4)   # 0.5 and 0.6 rejected; 0.7 and 0.3 tie at 0.8813
+    0.8813
+    """
+    fraction = _check_fraction(fraction)
+    H = np.sort(np.atleast_1d(entropy(p, base=base)), kind="stable")
+    n_keep = H.size - int(np.floor(np.round(fraction * H.size, 9)))
+    return float(H[n_keep - 1]) if n_keep > 0 else math.nan
+
+
 def retained_mask(p, threshold: float, mode: str = "absolute", base: float = 2) -> np.ndarray:
-    """Dispatch to :func:`reject_by_threshold` (``mode="absolute"``, ``threshold`` = entropy)
-    or :func:`reject_by_coverage` (``mode="coverage"``, ``threshold`` = fraction rejected).
+    """Dispatch to :func:`reject_by_threshold` (``mode="absolute"`` or ``"relative"``: ``threshold``
+    is an entropy; a relative threshold is the entropy found by :func:`relative_threshold`) or
+    :func:`reject_by_coverage` (``mode="coverage"``, ``threshold`` = fraction rejected).
 
     Parameters
     ----------
@@ -229,7 +282,7 @@ def retained_mask(p, threshold: float, mode: str = "absolute", base: float = 2) 
         p(melanoma), or rows of class probabilities.
     threshold : float
         Entropy threshold or fraction to reject, by ``mode``.
-    mode : {"absolute", "coverage"}, default="absolute"
+    mode : {"absolute", "relative", "coverage"}, default="absolute"
         Rejection rule.
     base : float, default=2
         Entropy base.
@@ -243,7 +296,7 @@ def retained_mask(p, threshold: float, mode: str = "absolute", base: float = 2) 
     >>> retained_mask([0.5, 0.99], 0.5, mode="coverage").tolist()
     [False, True]
     """
-    if _check_mode(mode) == "absolute":
+    if _check_mode(mode) in ("absolute", "relative"):
         return reject_by_threshold(p, threshold, base=base)
     return reject_by_coverage(p, threshold, base=base)
 
@@ -304,21 +357,30 @@ def search_threshold(
 ) -> dict:
     """Choose the rejection threshold on the validation split (the paper's rule, §3.3).
 
-    For each candidate :math:`\\tau` in ``grid``, keep the validation samples retained by
-    :math:`\\tau` and compute
+    For each candidate in ``grid``, keep the validation samples it retains and compute
 
-    .. math:: J(\\tau) = \\tfrac12\\bigl(\\text{ECE}(\\text{retained}) + \\text{Brier}(\\text{retained})\\bigr)
+    .. math:: J = \\tfrac12\\bigl(\\text{ECE}(\\text{retained}) + \\text{Brier}(\\text{retained})\\bigr)
 
-    (ECE: ``n_bins`` equal-width bins, top-label; Brier on p(melanoma)). The chosen threshold
-    minimises :math:`J`; ties go to the candidate with the **higher coverage** (then the larger
-    entropy threshold / smaller rejected fraction). Candidates retaining fewer than
-    ``min_retained`` samples, or a fraction below ``min_coverage``, are skipped (their row has
-    ``objective = nan``).
+    (ECE: ``n_bins`` equal-width bins, top-label; Brier on p(melanoma)). The chosen candidate
+    minimises :math:`J`; ties go to the **higher coverage** (then the larger entropy threshold /
+    smaller rejected fraction). Candidates retaining fewer than ``min_retained`` samples, or a
+    fraction below ``min_coverage``, are skipped (their row has ``objective = nan``).
 
-    Beware: ECE and Brier of a small set of very confident predictions are close to 0, so with
-    a weak model the bare rule favours the smallest threshold that retains anything (coverage of
-    a few %). The paper's models were confident enough for this not to bite ("rejecting up to
-    20 %"); ``min_coverage=0.8`` states that bound explicitly.
+    What a candidate is depends on ``mode``:
+
+    * ``"relative"`` (the seed code's rule, the default of :func:`melanoma.evaluate.reject_run`):
+      a fraction :math:`r` to reject; its threshold is the validation entropy quantile
+      :math:`\\tau_r` (:func:`relative_threshold`), and the result's ``threshold`` is that
+      **entropy value** (``fraction`` is :math:`r`), to be applied unchanged to test as an
+      absolute threshold;
+    * ``"absolute"``: an entropy threshold in units of ``base``;
+    * ``"coverage"``: a fraction to reject of whatever split is scored.
+
+    Beware in absolute mode: ECE and Brier of a small set of very confident predictions are close
+    to 0, so with a weak or under-confident model the bare rule favours the smallest threshold
+    that retains anything (coverage of a few %), and on real data no candidate in 0–0.2 bits may
+    reach a sensible coverage at all. The relative rule cannot degenerate that way: every
+    candidate keeps at least :math:`1 - r` of the validation split.
 
     The function only ever sees validation arrays; apply the result to the test split with
     :func:`rejection_report`.
@@ -330,10 +392,11 @@ def search_threshold(
     p_val : array-like of shape (n,)
         Validation p(melanoma).
     grid : array-like of float, optional
-        Candidates; default :data:`DEFAULT_GRID` (0 to 0.2 by 0.01). Entropy thresholds for
-        ``mode="absolute"``, fractions to reject for ``mode="coverage"``.
-    mode : {"absolute", "coverage"}, default="absolute"
-        Rejection rule, see :func:`retained_mask`.
+        Candidates: fractions to reject (``relative``, ``coverage``; default
+        :data:`RELATIVE_GRID`, 0.05 to 0.20) or entropy thresholds (``absolute``; default
+        :data:`DEFAULT_GRID`, 0 to 0.2 bits).
+    mode : {"absolute", "relative", "coverage"}, default="absolute"
+        Rejection rule, see above.
     n_bins : int, default=10
         ECE bins.
     base : float, default=2
@@ -348,17 +411,22 @@ def search_threshold(
     Returns
     -------
     dict
-        ``threshold`` (the chosen value; ``nan`` with a :class:`MetricUndefinedWarning` when no
-        candidate qualifies), ``objective``, ``coverage``,
-        ``n_retained`` (at the chosen threshold), ``mode``, ``n`` and ``table``: a dict of
-        arrays, one entry per candidate, with keys ``threshold, coverage, n_retained, accuracy,
-        ece, brier, objective``.
+        ``threshold`` (the chosen entropy threshold, or the fraction in ``coverage`` mode;
+        ``nan`` with a :class:`MetricUndefinedWarning` when no candidate qualifies),
+        ``fraction`` (relative mode: the chosen :math:`r`; else ``nan``), ``objective``,
+        ``coverage``, ``n_retained`` (at the chosen candidate), ``mode``, ``n`` and ``table``: a
+        dict of arrays, one entry per candidate, with keys ``threshold, fraction, coverage,
+        n_retained, accuracy, ece, brier, objective``.
 
     Examples
     --------
     >>> s = search_threshold([1, 0, 1, 0], [0.99, 0.02, 0.6, 0.45], grid=[0.0, 0.2, 1.0])
     >>> s["threshold"], s["coverage"]
     (0.2, 0.5)
+    >>> r = search_threshold([1, 0, 1, 0, 1], [0.99, 0.02, 0.6, 0.45, 0.9], grid=[0.2, 0.4],
+    ...                      mode="relative")
+    >>> r["fraction"], round(r["threshold"], 4), r["coverage"]
+    (0.4, 0.469, 0.6)
     """
     y, p = _check_y_p(y_val, p_val)
     mode = _check_mode(mode)
@@ -369,14 +437,22 @@ def search_threshold(
         raise ValueError(f"min_retained must be a positive integer, got {min_retained!r}")
     if not isinstance(min_coverage, (int, float, np.integer, np.floating)) or not (0 <= min_coverage <= 1):
         raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage!r}")
-    grid = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64)
+    if grid is None:
+        grid = DEFAULT_GRID if mode == "absolute" else RELATIVE_GRID
+    grid = np.asarray(grid, dtype=np.float64)
     if grid.ndim != 1 or grid.size == 0:
         raise ValueError(f"grid must be a non-empty 1-D array of candidates, got shape {grid.shape}")
+    if mode == "relative" and (grid.min() < 0 or grid.max() >= 1):
+        raise ValueError(f"relative mode: the grid holds fractions to reject in [0, 1), got {grid.tolist()}")
     n = y.size
     rows = {k: np.full(grid.size, np.nan) for k in ("coverage", "accuracy", "ece", "brier", "objective")}
     n_ret = np.zeros(grid.size, dtype=np.int64)
-    for j, t in enumerate(grid):
-        keep = retained_mask(p, float(t), mode=mode, base=base)
+    if mode == "relative":
+        thresholds = np.array([relative_threshold(p, float(r), base=base) if n else math.nan for r in grid])
+    else:
+        thresholds = grid.copy()
+    for j, t in enumerate(thresholds):
+        keep = retained_mask(p, float(t), mode=mode, base=base) if np.isfinite(t) else np.zeros(n, bool)
         yk, pk = y[keep], p[keep]
         n_ret[j] = yk.size
         rows["coverage"][j] = yk.size / n if n else math.nan
@@ -387,7 +463,8 @@ def search_threshold(
             rows["brier"][j] = _brier(yk, pk)
         if yk.size >= min_retained and yk.size >= min_coverage * n - 1e-9:
             rows["objective"][j] = 0.5 * (rows["ece"][j] + rows["brier"][j])
-    table = {"threshold": grid.copy(), "coverage": rows["coverage"], "n_retained": n_ret}
+    fractions = grid.copy() if mode == "relative" else np.full(grid.size, np.nan)
+    table = {"threshold": thresholds, "fraction": fractions, "coverage": rows["coverage"], "n_retained": n_ret}
     table.update({k: rows[k] for k in ("accuracy", "ece", "brier", "objective")})
     out = {"mode": mode, "n": int(n), "table": table}
     obj = rows["objective"]
@@ -399,15 +476,16 @@ def search_threshold(
             MetricUndefinedWarning,
             stacklevel=2,
         )
-        out.update(threshold=math.nan, objective=math.nan, coverage=math.nan, n_retained=0)
+        out.update(threshold=math.nan, fraction=math.nan, objective=math.nan, coverage=math.nan, n_retained=0)
         return out
     best = np.nanmin(obj)
     cand = np.flatnonzero(np.isfinite(obj) & (np.abs(obj - best) <= 1e-12))
-    # ties: highest coverage, then larger entropy threshold (absolute) / smaller fraction (coverage)
+    # ties: highest coverage, then larger entropy threshold (absolute) / smaller fraction (others)
     secondary = grid[cand] if mode == "absolute" else -grid[cand]
     j = cand[np.lexsort((secondary, n_ret[cand]))[-1]]
     out.update(
-        threshold=float(grid[j]),
+        threshold=float(thresholds[j]),
+        fraction=float(fractions[j]),
         objective=float(obj[j]),
         coverage=float(rows["coverage"][j]),
         n_retained=int(n_ret[j]),
@@ -449,9 +527,10 @@ def rejection_report(
         Test p(melanoma).
     threshold : float
         The threshold chosen on validation (:func:`search_threshold`): an entropy threshold
-        (``mode="absolute"``) or a fraction to reject (``mode="coverage"``).
-    mode : {"absolute", "coverage"}, default="absolute"
-        Rejection rule.
+        (``mode="absolute"`` or ``"relative"``) or a fraction to reject (``mode="coverage"``).
+    mode : {"absolute", "relative", "coverage"}, default="absolute"
+        Rejection rule (``relative``: ``threshold`` is the entropy found on validation, applied
+        as an absolute threshold).
     base : float, default=2
         Entropy base.
     decision_threshold : float, default=0.5
@@ -477,7 +556,7 @@ def rejection_report(
         fp_after, fn_after, fp_prevented, fn_prevented, tp_rejected, tn_rejected,
         misdiagnoses_prevented`` (= fp_prevented + fn_prevented), ``correct_rejected``
         (= tp_rejected + tn_rejected), ``fp_reduction_pct, fn_reduction_pct`` (``nan`` when
-        there was nothing to reduce).
+        there was nothing to reduce), ``referral`` (:func:`referral_counts`).
 
     Examples
     --------
@@ -487,10 +566,29 @@ def rejection_report(
     """
     y, p = _check_y_p(y_test, p_test)
     mode = _check_mode(mode)
+    keep = retained_mask(p, threshold, mode=mode, base=base)
+    return {**report_for_mask(y, p, keep, decision_threshold=decision_threshold, n_bins=n_bins, ci=ci, B=B,
+                              alpha=alpha, seed=seed), "threshold": float(threshold), "mode": mode}
+
+
+def report_for_mask(y, p, keep, *, decision_threshold: float = 0.5, n_bins: int = 10, ci: bool = False,
+                    B: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """:func:`rejection_report` for any retained mask (e.g. the singleton sets of a conformal
+    classifier): metrics before / after, coverage, FP/FN before, after and prevented, referral.
+
+    Returns the keys of :func:`rejection_report` except ``threshold`` and ``mode``.
+
+    Examples
+    --------
+    >>> r = report_for_mask([1, 0, 1, 0], [0.99, 0.02, 0.45, 0.6], [True, True, False, False])
+    >>> r["coverage"], r["fn_prevented"], r["referral"]["melanoma_referred"]
+    (0.5, 1, 1)
+    """
+    y, p = _check_y_p(y, p)
+    keep = _check_mask(np.asarray(keep), p.size)
     decision_threshold = _check_threshold(decision_threshold)
     if ci:
         _check_bootstrap(B, alpha)
-    keep = retained_mask(p, threshold, mode=mode, base=base)
     kw = dict(threshold=decision_threshold, n_bins=n_bins, ci=ci, B=B, alpha=alpha, seed=seed)
     before = classification_report(y, p, **kw)
     if keep.any():
@@ -503,8 +601,6 @@ def rejection_report(
     n = int(y.size)
     n_ret = int(keep.sum())
     return {
-        "threshold": float(threshold),
-        "mode": mode,
         "n": n,
         "n_retained": n_ret,
         "n_rejected": n - n_ret,
@@ -523,6 +619,67 @@ def rejection_report(
         "correct_rejected": rej["tp"] + rej["tn"],
         "fp_reduction_pct": 100.0 * rej["fp"] / before["fp"] if before["fp"] else math.nan,
         "fn_reduction_pct": 100.0 * rej["fn"] / before["fn"] if before["fn"] else math.nan,
+        "referral": referral_counts(y, p, keep, decision_threshold),
+    }
+
+
+def referral_counts(y, p, retained, decision_threshold: float = 0.5) -> dict:
+    """What a clinician asks of a rejection: where did the melanomas (and benign lesions) go?
+
+    Every melanoma ends in exactly one of three places — **caught** (retained, predicted
+    melanoma), **missed** (retained, predicted benign: a confident false negative) or
+    **referred** (rejected as "Uncertain", so a clinician sees it) — and every benign lesion in
+    one of **cleared** (retained, predicted benign), **false alarm** (retained, predicted
+    melanoma) or **referred**:
+
+    .. math:: \\text{caught} + \\text{missed} + \\text{referred} = n_{\\text{melanoma}}, \\qquad
+              \\text{cleared} + \\text{false alarm} + \\text{referred} = n_{\\text{benign}}
+
+    Parameters
+    ----------
+    y : array-like of shape (n,)
+        Labels, 1 = melanoma.
+    p : array-like of shape (n,)
+        p(melanoma).
+    retained : array-like of shape (n,), bool
+        Retained mask.
+    decision_threshold : float, default=0.5
+        Melanoma when p > this.
+
+    Returns
+    -------
+    dict
+        ``n_melanoma, melanoma_caught, melanoma_missed, melanoma_referred, melanoma_missed_before``
+        (false negatives without rejection), ``n_benign, benign_cleared, benign_false_alarm,
+        benign_referred, benign_false_alarm_before``, ``n_retained``, ``coverage``,
+        ``sensitivity_retained`` (caught / (caught + missed)), ``specificity_retained``
+        (cleared / (cleared + false alarm)), ``melanoma_referred_pct`` (of all melanomas) and
+        ``melanoma_missed_pct`` (of all melanomas; ``nan`` without melanomas).
+
+    Examples
+    --------
+    >>> r = referral_counts([1, 1, 1, 0, 0], [0.9, 0.2, 0.55, 0.1, 0.6], [True, True, False, True, True])
+    >>> r["melanoma_caught"], r["melanoma_missed"], r["melanoma_referred"], r["benign_false_alarm"]
+    (1, 1, 1, 1)
+    """
+    y, p = _check_y_p(y, p)
+    keep = _check_mask(np.asarray(retained), p.size)
+    pos = p > _check_threshold(decision_threshold)
+    mel, ben = y == 1, y == 0
+    n_mel, n_ben = int(mel.sum()), int(ben.sum())
+    caught, missed = int((mel & keep & pos).sum()), int((mel & keep & ~pos).sum())
+    cleared, alarm = int((ben & keep & ~pos).sum()), int((ben & keep & pos).sum())
+    nan = math.nan
+    return {
+        "n_melanoma": n_mel, "melanoma_caught": caught, "melanoma_missed": missed,
+        "melanoma_referred": int((mel & ~keep).sum()), "melanoma_missed_before": int((mel & ~pos).sum()),
+        "n_benign": n_ben, "benign_cleared": cleared, "benign_false_alarm": alarm,
+        "benign_referred": int((ben & ~keep).sum()), "benign_false_alarm_before": int((ben & pos).sum()),
+        "n_retained": int(keep.sum()), "coverage": float(keep.mean()) if keep.size else nan,
+        "sensitivity_retained": caught / (caught + missed) if caught + missed else nan,
+        "specificity_retained": cleared / (cleared + alarm) if cleared + alarm else nan,
+        "melanoma_referred_pct": 100.0 * int((mel & ~keep).sum()) / n_mel if n_mel else nan,
+        "melanoma_missed_pct": 100.0 * missed / n_mel if n_mel else nan,
     }
 
 

@@ -10,6 +10,27 @@ ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
 
 
+def prediction_rows(eval_set, split, y, d):
+    """Hand-made prediction rows with logits (-d/2, d/2), so p = softmax(logits)[1] = sigmoid(d)."""
+    import numpy as np
+    import pandas as pd
+
+    y = np.asarray(y, dtype=int)
+    d = np.asarray(d, dtype=float)
+    return pd.DataFrame({
+        "run_id": "handmade", "eval_set": eval_set, "split": split,
+        "image_id": [f"{eval_set}_{split}_{i}" for i in range(len(y))],
+        "label": y, "p_melanoma": np.exp(-np.logaddexp(0.0, -d)), "logit_0": -d / 2, "logit_1": d / 2,
+    })
+
+
+def logit_scores(rng, y, strength=5.0, noise=3.0):
+    """Logit differences: about 5 % errors, about 70 % of the entropies below 0.2 bit (defaults)."""
+    import numpy as np
+
+    return np.where(np.asarray(y) == 1, strength, -strength) + rng.normal(0, noise, len(y))
+
+
 def realdata(sub: str) -> Path:
     p = REALDATA / sub
     if not p.is_dir():

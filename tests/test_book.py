@@ -37,3 +37,82 @@ def test_aurc_table_without_bootstrap_columns():
     t = aurc_table(pd.DataFrame({**base, "aurc": [0.1234, 0.1], "aurc_low": [0.1, 0.1],
                                  "aurc_high": [0.2, 0.2], "eaurc": [0.05, 0.05]}))
     assert "0.1" in t and "0.2" in t
+
+
+def _flagged_grid(tmp_path):
+    """A hand-made run whose ISIC 2017 test split is far less confident than its validation split
+    (so the threshold from validation keeps little of test: flagged), and a healthy ISIC 2018."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+
+    from melanoma import evaluate
+    from melanoma.io import write_json
+
+    from .conftest import logit_scores, prediction_rows
+
+    rng = np.random.default_rng(3)
+    parts = []
+    for es, (sv, st) in {"isic2017": (6, 3), "isic2018": (6, 6)}.items():
+        for split, strength in (("val", sv), ("test", st)):
+            y = (rng.random(100) < 0.3).astype(int)
+            parts.append(prediction_rows(es, split, y, logit_scores(rng, y, strength=strength, noise=1)))
+    results = tmp_path / "results"
+    rd = results / "runs" / "m__B"
+    rd.mkdir(parents=True)
+    pd.concat(parts, ignore_index=True).to_parquet(rd / "predictions.parquet", index=False)
+    write_json(rd / "run.json", {"run_id": "m__B", "model": "m", "train": "B", "synthetic": True,
+                                 "eval_sets": ["isic2017", "isic2018"]})
+    evaluate.calibrate_run(rd, B=20)
+    evaluate.reject_run(rd, B=20)
+    grid = SimpleNamespace(name="t", eval_sets=["isic2017", "isic2018"], results=results, is_synthetic=True,
+                           figures={"rejection": "m__B"})
+    return grid, rd
+
+
+def test_flagged_rejection_in_summary_tables_and_captions(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from melanoma import book, report
+
+    grid, rd = _flagged_grid(tmp_path)
+    s = pd.DataFrame(report.run_rows(grid, "m__B", rd))
+    f17 = s[(s["eval_set"] == "isic2017") & s["phase"].isin(["before", "after"])]
+    assert f17["flagged"].all() and "low-coverage" in f17["flags"].iloc[0]
+    assert "test coverage" in f17[f17["phase"] == "after"]["rejection_note"].iloc[0]
+    assert not s[s["eval_set"] == "isic2018"]["flagged"].any()
+    # the three rejection methods side by side, one row each
+    m = s[s["phase"].str.startswith("method_")]
+    assert sorted(m["rejection_method"].unique()) == ["conformal", "entropy", "sgr"]
+    assert (m.groupby("eval_set").size() == 3).all()
+    a17 = f17[f17["phase"] == "after"].iloc[0]
+    assert a17["test_coverage"] < 0.7 <= a17["val_coverage"]
+    # referral counts in the summary add up, before and after
+    for _, r in s[s["phase"].isin(["before", "after"])].iterrows():
+        assert r["melanoma_caught"] + r["melanoma_missed"] + r["melanoma_referred"] == r["n_melanoma"]
+    # Table 1 ranks the healthy result only; the flagged one is listed apart with its reason
+    t1, chosen, flagged = book.table1(grid, s)
+    assert chosen == [("isic2018", "m__B")]
+    assert list(flagged["Test set"]) == ["ISIC2017"] and "test coverage" in flagged["Flag"].iloc[0]
+    cov = t1["Coverage val / test"].iloc[0]
+    a18 = s[(s["eval_set"] == "isic2018") & (s["phase"] == "after")].iloc[0]
+    assert cov == f"{report.fmt(a18['val_coverage'], digits=0)} / {report.fmt(a18['test_coverage'], digits=0)}"
+    # the captions say it, from the numbers
+    monkeypatch.setattr(book, "GEN", tmp_path / "gen")
+    book.GEN.mkdir()
+    book.figures(grid, s, chosen)
+    fig5 = (book.GEN / "fig5_misdiagnoses.md").read_text()
+    assert "**Flagged**" in fig5 and "ISIC2017: test coverage" in fig5
+    assert f"test coverage {a17['test_coverage']:.2f}" in fig5
+    fig3 = (book.GEN / "fig3_accuracy_vs_threshold.md").read_text()
+    assert "**Flagged**" in fig3 and "fraction r of validation rejected" in fig3
+    assert "relative" in (book.GEN / "rejection_rule.md").read_text()
+    rc = (book.GEN / "fig_risk_coverage.md").read_text()
+    assert f"ISIC2017 coverage {a17['test_coverage']:.2f}" in rc
+    var = (book.GEN / "rejection_variants.md").read_text()
+    assert "temperature-scaled" in var and "raw" in var
+    g = (book.GEN / "guarantees.md").read_text()
+    assert "conformal sets" in g and "selective guaranteed risk" in g and "fig_guarantees.png" in g
+    conf = s[(s["phase"] == "method_conformal") & (s["eval_set"] == "isic2018")].iloc[0]
+    assert f"{conf['class_coverage_melanoma']:.3f}" in g and "Across the grid" in g

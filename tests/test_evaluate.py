@@ -15,24 +15,14 @@ from melanoma.cli import main
 from melanoma.io import write_json
 from melanoma.uncertainty import entropy
 
+from .conftest import logit_scores, prediction_rows
+
 B = 30  # bootstrap resamples: small, the tests check structure and counts, not interval widths
 CONTRACT = ("precision", "sensitivity", "specificity", "f1", "accuracy", "auc", "ece", "brier")
 
 
-def _rows(eval_set, split, y, d, rng=None):
-    """Prediction rows with logits (-d/2, d/2), so p = softmax(logits)[1] = sigmoid(d)."""
-    y = np.asarray(y, dtype=int)
-    d = np.asarray(d, dtype=float)
-    return pd.DataFrame({
-        "run_id": "handmade", "eval_set": eval_set, "split": split,
-        "image_id": [f"{eval_set}_{split}_{i}" for i in range(len(y))],
-        "label": y, "p_melanoma": np.exp(-np.logaddexp(0.0, -d)), "logit_0": -d / 2, "logit_1": d / 2,
-    })
-
-
-def _scores(rng, y, strength=5.0, noise=3.0):
-    """Logit differences: about 5 % errors, about 70 % of the entropies below 0.2 bit."""
-    return np.where(np.asarray(y) == 1, strength, -strength) + rng.normal(0, noise, len(y))
+_rows = prediction_rows
+_scores = logit_scores
 
 
 def make_run(path, seed=0, synthetic=True):
@@ -71,6 +61,12 @@ def run_dir(tmp_path):
 def _test_rows(run_dir, es):
     d = pd.read_parquet(run_dir / "predictions.parquet")
     d = d[(d.eval_set == es) & (d.split == "test") & (d.label >= 0)]
+    return d.label.to_numpy(), d.p_melanoma.to_numpy()
+
+
+def _val_rows(run_dir, es):
+    d = pd.read_parquet(run_dir / "predictions.parquet")
+    d = d[(d.eval_set == es) & (d.split == "val") & (d.label >= 0)]
     return d.label.to_numpy(), d.p_melanoma.to_numpy()
 
 
@@ -136,19 +132,30 @@ REJ_KEYS = ("threshold", "coverage", "before", "after", "fp", "fn", "fp_after", 
             "fn_prevented", "fn_reduction_pct", "val_search", "curves", "aurc", "eaurc", "selective_risk")
 
 
-@pytest.mark.parametrize("mode", ["absolute", "coverage"])
+GRID_LEN = {"absolute": 21, "coverage": 16, "relative": 16}   # 0…0.2 bits / r = 0.05…0.20
+
+
+@pytest.mark.parametrize("mode", ["relative", "absolute", "coverage"])
 def test_rejection_json_contract_and_accounting(run_dir, mode):
     r = evaluate.reject_run(run_dir, mode=mode, B=B, min_coverage=0.5)
     j = json.loads((run_dir / "rejection.json").read_text())
     assert j["mode"] == mode and j["min_coverage"] == 0.5 and j["temperature"] is False
-    assert len(j["grid"]) == 21 and j["grid"][-1] == pytest.approx(0.2)
+    assert j["primary"] == "raw"
+    assert len(j["grid"]) == GRID_LEN[mode] and j["grid"][-1] == pytest.approx(0.2)
     for es in ("isic2017", "isic2018"):
         e = j["eval_sets"][es]
         for k in REJ_KEYS:
             assert k in e, k
         _check_block(e["before"])
         _check_block(e["after"])
-        assert "temperature" not in e
+        # both variants are always computed; the raw one is the primary here
+        assert set(e["variants"]) == {"raw", "temperature"} and e["temperature"]["T"] > 0
+        assert e["variants"]["raw"]["threshold"] == e["threshold"]
+        assert e["variants"]["raw"]["coverage"] == e["coverage"]
+        assert e["val_source"] == "own validation split" and e["test_source"] == "official test split"
+        ref = e["referral"]
+        assert ref["melanoma_caught"] + ref["melanoma_missed"] + ref["melanoma_referred"] == ref["n_melanoma"]
+        assert ref["melanoma_missed"] == e["fn_after"] and ref["coverage"] == e["coverage"]
         n = e["n_test"]
         assert n == e["n"]["test"] == e["before"]["n"]
         # retained + rejected = all; coverage matches the retained count
@@ -161,13 +168,20 @@ def test_rejection_json_contract_and_accounting(run_dir, mode):
         assert e["fp_prevented"] + e["fn_prevented"] + e["tp_rejected"] + e["tn_rejected"] == e["n_rejected"]
         if e["fn"]:
             assert e["fn_reduction_pct"] == pytest.approx(100 * e["fn_prevented"] / e["fn"])
-        # the threshold is a grid value with the validation coverage floor respected
-        assert e["threshold"] in j["grid"]
+        # the threshold is a grid value (relative: the entropy quantile of r on validation) with the
+        # validation coverage floor respected
+        if mode == "relative":
+            assert e["fraction"] in j["grid"]
+            yv, pv = _val_rows(run_dir, es)
+            assert e["threshold"] == pytest.approx(np.sort(entropy(pv))[len(pv) - int(np.floor(e["fraction"] * len(pv) + 1e-9)) - 1])
+            assert e["val_coverage"] >= 1 - e["fraction"] - 1e-12
+        else:
+            assert e["threshold"] in j["grid"]
         assert e["val_search"]["coverage"] >= 0.5 and e["val_search"]["min_coverage_met"] is True
-        assert len(e["val_search"]["table"]["threshold"]) == 21
+        assert len(e["val_search"]["table"]["threshold"]) == GRID_LEN[mode]
         # independent recomputation of the retained set and the "after" metrics with sklearn
         y, p = _test_rows(run_dir, es)
-        if mode == "absolute":
+        if mode in ("absolute", "relative"):
             keep = entropy(p) <= e["threshold"]
         else:
             keep = np.zeros(n, bool)
@@ -227,11 +241,13 @@ def test_temperature_block_and_min_coverage(run_dir):
 
 def test_floor_out_of_reach_is_relaxed_and_reported(run_dir):
     # no entropy threshold <= 0.01 bit can keep 99 % of these validation images
-    r = evaluate.reject_run(run_dir, B=B, grid="0:0.01:0.01", min_coverage=0.99)
+    r = evaluate.reject_run(run_dir, B=B, mode="absolute", grid="0:0.01:0.01", min_coverage=0.99)
     s = r["eval_sets"]["isic2017"]["val_search"]
     assert s["min_coverage_met"] is False and "relaxed" in s["note"]
     assert s["coverage"] == pytest.approx(np.nanmax(s["table"]["coverage"]))
-    assert "coverage floor relaxed" in evaluate.reject_table(r)["note"].tolist()
+    e = r["eval_sets"]["isic2017"]
+    assert "floor-relaxed" in [f["code"] for f in e["flags"]]
+    assert any("floor relaxed" in f for f in evaluate.reject_table(r)["flags"].tolist())
 
 
 def test_everything_rejected(tmp_path):
@@ -245,11 +261,12 @@ def test_everything_rejected(tmp_path):
     run.mkdir()
     pred.to_parquet(run / "predictions.parquet", index=False)
     write_json(run / "run.json", {"run_id": "allrej", "synthetic": False})
-    r = evaluate.reject_run(run, grid="0:0:1", B=B)
+    r = evaluate.reject_run(run, mode="absolute", grid="0:0:1", B=B)
     e = r["eval_sets"]["isic2017"]
     assert e["threshold"] == 0.0 and e["val_search"]["coverage"] == 1.0
     assert e["coverage"] == 0.0 and e["n_retained"] == 0 and e["n_rejected"] == 30
     assert e["after"]["n"] == 0 and math.isnan(e["after"]["accuracy"])
+    assert [f["code"] for f in e["flags"]] == ["low-coverage", "one-class-retained"]
     assert e["fp_prevented"] == e["fp"] and e["fn_prevented"] == e["fn"] and e["fp_after"] == e["fn_after"] == 0
     assert json.loads((run / "rejection.json").read_text())["synthetic"] is False
     # and everything rejected in coverage mode
@@ -258,7 +275,7 @@ def test_everything_rejected(tmp_path):
 
 
 def test_no_candidate_retains_anything_is_a_skip(run_dir):
-    r = evaluate.reject_run(run_dir, grid=[0.0], B=B)  # no entropy is exactly 0 here
+    r = evaluate.reject_run(run_dir, mode="absolute", grid=[0.0], B=B)  # no entropy is exactly 0 here
     assert "no candidate threshold retains any validation sample" in r["eval_sets"]["isic2017"]["skipped"]
 
 
@@ -290,7 +307,9 @@ def test_bad_arguments(run_dir, tmp_path):
     with pytest.raises(ValueError, match="coverage"):
         evaluate.reject_run(run_dir, mode="coverage", grid="0:2:0.5", B=B)
     with pytest.raises(ValueError, match="mode"):
-        evaluate.reject_run(run_dir, mode="relative", B=B)
+        evaluate.reject_run(run_dir, mode="bits", B=B)
+    with pytest.raises(ValueError, match="relative"):
+        evaluate.reject_run(run_dir, mode="relative", grid="0:1:0.5", B=B)
     with pytest.raises(ValueError, match="min_coverage"):
         evaluate.reject_run(run_dir, min_coverage=1.5, B=B)
     with pytest.raises(ValueError, match="START:STOP:STEP"):
@@ -314,7 +333,7 @@ def test_cli_calibrate_and_reject(run_dir, capsys):
     assert main(["reject", str(run_dir), "--mode", "coverage", "--grid", "0:0.1:0.05", "--min-coverage", "0.7",
                  "--temperature", "--bootstrap", str(B)]) == 0
     out = capsys.readouterr().out
-    assert "accuracy before → after" in out and "FN prevented" in out and "skipped" in out
+    assert "accuracy before → after" in out and "melanomas caught / missed / referred" in out and "skipped" in out
     j = json.loads((run_dir / "rejection.json").read_text())
     assert j["mode"] == "coverage" and j["grid"] == [0.0, 0.05, 0.1] and j["min_coverage"] == 0.7
     assert "temperature" in j["eval_sets"]["isic2017"]
@@ -332,4 +351,127 @@ def test_absolute_grid_above_the_two_class_maximum_is_an_error(tmp_path):
 
     run_dir = make_run(tmp_path / "run")
     with pytest.raises(ValueError, match="two-class maximum"):
+        reject_run(run_dir, mode="absolute", grid=60.02, B=10)
+    with pytest.raises(ValueError, match="fractions of the validation split"):
         reject_run(run_dir, grid=60.02, B=10)
+
+
+# ----------------------------------------------------------------------------- relative rule, flags
+
+def test_default_rule_is_relative_and_keeps_the_seed_codes_grid(run_dir):
+    r = evaluate.reject_run(run_dir, B=B)
+    assert r["mode"] == "relative" and r["grid"].tolist() == pytest.approx(np.arange(0.05, 0.2001, 0.01).tolist())
+    for es in ("isic2017", "isic2018"):
+        e = r["eval_sets"][es]
+        assert 0.8 - 1e-12 <= e["val_coverage"] <= 0.95 + 1e-12   # r in 0.05..0.20 of validation
+        assert e["threshold_unit"] == "bits" and 0 <= e["threshold"] <= 1
+
+
+def test_a_shifted_test_split_is_flagged_low_coverage(tmp_path):
+    """Validation confident, test uncertain: the entropy value from validation keeps little of test."""
+    rng = np.random.default_rng(3)
+    yv = (rng.random(100) < 0.3).astype(int)
+    yt = (rng.random(100) < 0.3).astype(int)
+    pred = pd.concat([_rows("isic2017", "val", yv, _scores(rng, yv, strength=6, noise=1)),
+                      _rows("isic2017", "test", yt, _scores(rng, yt, strength=0.5, noise=1))])
+    run = tmp_path / "run"
+    run.mkdir()
+    pred.to_parquet(run / "predictions.parquet", index=False)
+    write_json(run / "run.json", {"run_id": "shift", "synthetic": True})
+    e = evaluate.reject_run(run, B=B)["eval_sets"]["isic2017"]
+    assert e["val_coverage"] >= 0.8 and e["coverage"] < evaluate.LOW_TEST_COVERAGE
+    assert "low-coverage" in [f["code"] for f in e["flags"]]
+    assert "test coverage" in evaluate.flag_text(e["flags"])
+    # a healthy result carries no flag
+    ok = evaluate.reject_run(make_run(tmp_path / "ok"), B=B)["eval_sets"]["isic2017"]
+    assert ok["flags"] == [] and evaluate.flag_text(ok["flags"]) == ""
+
+
+def test_temperature_variant_is_the_same_rule_on_calibrated_probabilities(run_dir):
+    raw = evaluate.reject_run(run_dir, B=B)
+    cal = evaluate.reject_run(run_dir, B=B, temperature=True)
+    assert cal["primary"] == "temperature"
+    for es in ("isic2017", "isic2018"):
+        a, b = raw["eval_sets"][es], cal["eval_sets"][es]
+        # the same two variants whichever is primary
+        for k in ("raw", "temperature"):
+            assert a["variants"][k]["threshold"] == pytest.approx(b["variants"][k]["threshold"])
+            assert a["variants"][k]["coverage"] == b["variants"][k]["coverage"]
+        assert b["threshold"] == pytest.approx(a["variants"]["temperature"]["threshold"])
+        # recompute the temperature variant's retained set from the logits
+        d = pd.read_parquet(run_dir / "predictions.parquet")
+        t = d[(d.eval_set == es) & (d.split == "test") & (d.label >= 0)]
+        T = b["temperature"]["T"]
+        pT = 1 / (1 + np.exp(-(t.logit_1 - t.logit_0).to_numpy() / T))
+        assert (entropy(pT) <= b["threshold"]).mean() == pytest.approx(b["coverage"])
+
+
+def test_val_and_test_sources_come_from_run_json(tmp_path):
+    run = make_run(tmp_path / "run")
+    info = json.loads((run / "run.json").read_text())
+    info["eval_sources"] = {"isic2018": {"val": "the training combination's validation split (60 images of B)",
+                                         "test": "the whole release (90 labelled images)", "whole": True}}
+    write_json(run / "run.json", info)
+    r = evaluate.reject_run(run, B=B)
+    assert r["eval_sets"]["isic2018"]["val_source"].startswith("the training combination's")
+    assert r["eval_sets"]["isic2018"]["test_source"].startswith("the whole release")
+    assert r["eval_sets"]["isic2017"]["val_source"] == "own validation split"
+
+
+# ----------------------------------------------------------------------------- rules with a guarantee
+
+def test_methods_side_by_side_and_conformal_as_primary(run_dir):
+    r = evaluate.reject_run(run_dir, B=B)
+    e = r["eval_sets"]["isic2017"]
+    assert set(e["methods"]) == {"entropy", "conformal", "sgr", "curves"}
+    # the entropy method is the primary result's retained set
+    assert e["methods"]["entropy"]["n_retained"] == e["n_retained"]
+    conf = e["methods"]["conformal"]
+    assert conf["alpha"] == 0.1 and conf["exchangeable"] is True
+    assert set(conf["class_coverage"]) == {"melanoma", "benign"}
+    # recompute the conformal sets from the validation rows with the exported thresholds
+    yv, pv = _val_rows(run_dir, "isic2017")
+    yt, pt = _test_rows(run_dir, "isic2017")
+    mp = conf["min_prob"]
+    S = np.stack([1 - pt >= mp[0] - 1e-12, pt >= mp[1] - 1e-12], 1)
+    assert conf["class_coverage"]["melanoma"]["observed"] == pytest.approx(S[yt == 1, 1].mean())
+    single = S.sum(1) == 1
+    assert conf["n_retained"] == single.sum()
+    # conformal as the primary: the main fields follow its singletons
+    c = evaluate.reject_run(run_dir, B=B, method="conformal", conformal_alpha=0.2)
+    ce = c["eval_sets"]["isic2017"]
+    assert c["method"] == "conformal" and ce["method"] == "conformal" and math.isnan(ce["threshold"])
+    assert ce["n_retained"] == ce["methods"]["conformal"]["n_retained"] and ce["methods"]["conformal"]["alpha"] == 0.2
+    assert ce["referral"]["melanoma_missed"] == ce["methods"]["conformal"]["melanoma_missed"]
+    s = evaluate.reject_run(run_dir, B=B, method="sgr", risk_target=0.3)
+    se = s["eval_sets"]["isic2017"]
+    if se["methods"]["sgr"]["met"]:
+        assert se["threshold"] == se["methods"]["sgr"]["threshold"] and se["methods"]["sgr"]["bound"] <= 0.3
+    else:
+        assert "sgr-not-met" in [f["code"] for f in se["flags"]]
+    with pytest.raises(ValueError, match="method"):
+        evaluate.reject_run(run_dir, B=B, method="bayes")
+    with pytest.raises(ValueError, match="conformal_alpha"):
+        evaluate.reject_run(run_dir, B=B, conformal_alpha=1.5)
+
+
+def test_external_calibration_has_no_guarantee(tmp_path):
+    run = make_run(tmp_path / "run")
+    info = json.loads((run / "run.json").read_text())
+    info["eval_sources"] = {"isic2018": {"val": "the training combination's validation split (60 images of B)",
+                                         "test": "official test split"}}
+    write_json(run / "run.json", info)
+    r = evaluate.reject_run(run, B=B)
+    assert r["eval_sets"]["isic2018"]["methods"]["conformal"]["exchangeable"] is False
+    assert r["eval_sets"]["isic2017"]["methods"]["conformal"]["exchangeable"] is True
+    t = evaluate.methods_table(r)
+    assert t[(t["eval set"] == "isic2018") & (t["method"] == "conformal")]["promise kept on test"].iloc[0] \
+        .endswith("(no guarantee: calibrated on another split)")
+
+
+def test_cli_reject_method_conformal(run_dir, capsys):
+    assert main(["reject", str(run_dir), "--method", "conformal", "--alpha", "0.2", "--bootstrap", str(B)]) == 0
+    out = capsys.readouterr().out
+    assert "promise kept on test" in out and "conformal" in out
+    j = json.loads((run_dir / "rejection.json").read_text())
+    assert j["method"] == "conformal" and j["conformal_alpha"] == 0.2

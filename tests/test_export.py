@@ -18,7 +18,7 @@ from melanoma.models import model_config
 MODEL_JSON_KEYS = {
     "format_version", "model", "run_id", "train", "train_label", "datasets", "weights", "freeze",
     "n_params", "synthetic", "onnx", "input_size", "preprocess", "classes", "output",
-    "decision_threshold", "threshold", "threshold_unit", "threshold_source", "threshold_eval_set",
+    "decision_threshold", "threshold", "threshold_unit", "threshold_source", "threshold_eval_set", "threshold_facts", "conformal",
     "test_metrics", "metrics_source", "eval_sets", "parity", "git_commit",
 }
 
@@ -98,7 +98,10 @@ def test_threshold_and_metrics_from_rejection_and_metrics_json(web_run, tmp_path
 
     run = _copy_run(web_run, tmp_path / "run")
     (run / "rejection.json").write_text(json.dumps({"eval_sets": {
-        "isic2017": {"threshold": 0.31, "coverage": 0.9}, "isic2018": {"threshold": 0.7}}}))
+        "isic2017": {"threshold": 0.31, "coverage": 0.9, "val_coverage": 0.85, "fraction": 0.15, "flags": [],
+                     "methods": {"conformal": {"alpha": 0.1, "q": [0.7, 0.75], "min_prob": [0.3, 0.25],
+                                               "n_cal": [40, 10], "class_coverage": {}}}},
+        "isic2018": {"threshold": 0.7}}}))
     (run / "metrics.json").write_text(json.dumps({"eval_sets": {"isic2017": {"test": {
         "auc": 0.75, "accuracy": 0.6, "sensitivity": float("nan"), "specificity": 0.5, "n": 30,
         "ci": {"auc": {"low": 0.6, "high": 0.9}}}}}}, allow_nan=True))
@@ -106,6 +109,8 @@ def test_threshold_and_metrics_from_rejection_and_metrics_json(web_run, tmp_path
     meta = _strict_json(tmp_path / "model" / "model.json")   # NaN became null
     assert meta["threshold"] == 0.31 and meta["threshold_eval_set"] == "isic2017"
     assert "validation split of isic2017" in meta["threshold_source"]
+    assert meta["threshold_facts"] == {"fraction": 0.15, "val_coverage": 0.85, "test_coverage": 0.9, "flags": []}
+    assert meta["conformal"]["min_prob"] == [0.3, 0.25] and meta["conformal"]["eval_set"] == "isic2017"
     assert meta["test_metrics"]["isic2017"]["auc"] == 0.75
     assert meta["test_metrics"]["isic2017"]["sensitivity"] is None
     assert meta["test_metrics"]["isic2017"]["auc_ci"] == [0.6, 0.9]
@@ -126,6 +131,16 @@ def test_rejection_threshold_rules(tmp_path):
     path.write_text(json.dumps({"eval_sets": {"a": {"threshold": None}}}))
     thr, src, _ = rejection_threshold(tmp_path)
     assert thr == DEFAULT_THRESHOLD and "no finite threshold" in src
+    # a flagged result gives way to an unflagged one; when all are flagged the source says so
+    low = {"code": "low-coverage", "text": "test coverage 0.10 below 0.7"}
+    path.write_text(json.dumps({"eval_sets": {"a": {"threshold": 0.2, "flags": [low]}, "b": {"threshold": 0.4}}}))
+    assert rejection_threshold(tmp_path, ["a", "b"])[::2] == (0.4, "b")
+    path.write_text(json.dumps({"eval_sets": {"a": {"threshold": 0.2, "flags": [low]}}}))
+    thr, src, es = rejection_threshold(tmp_path)
+    assert (thr, es) == (0.2, "a") and "FLAGGED: test coverage 0.10" in src
+    # a coverage-mode fraction is not an entropy: never used as the page's threshold
+    path.write_text(json.dumps({"mode": "coverage", "eval_sets": {"a": {"threshold": 0.1}}}))
+    assert rejection_threshold(tmp_path)[0] == DEFAULT_THRESHOLD
 
 
 def test_metrics_without_any_source(tmp_path):

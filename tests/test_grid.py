@@ -98,7 +98,8 @@ def test_snakemake_dry_run_paper_grid(tmp_path):
     # calibrate and reject run inside each training job: one job per training job, not three per run
     assert not any(line.split()[:1] in (["calibrate"], ["reject"]) for line in out.splitlines())
     total = next(int(line.split()[1]) for line in out.splitlines() if line.split()[:1] == ["total"])
-    assert total == 216 + 11 + 4, out[-2000:]  # + report, export_web, book, all
+    assert any(line.split()[:2] == ["release_fingerprint", "11"] for line in out.splitlines()), out[-2000:]
+    assert total == 216 + 11 + 11 + 4, out[-2000:]  # + fingerprints, report, export_web, book, all
     # `group: 6`: 24 models × 9 jobs of 6 combinations, one rule per job
     grouped = {tuple(line.split()) for line in out.splitlines() if line.startswith("train_")}
     assert len(grouped) == 216 and all(w[1] == "1" for w in grouped), out[-2000:]
@@ -122,3 +123,27 @@ def test_groups_pack_resident_runs_of_one_model(tmp_path, monkeypatch):
     f.write_text(f.read_text().replace("group: 2", "group: 0"))
     with pytest.raises(ParamError, match="group for resnet18 must be an integer >= 1"):
         groups(load_grid(f, work=str(tmp_path / "w"), results=str(tmp_path / "r")))
+
+
+def test_leakage_twins_and_data_dirs(tmp_path):
+    g = load_grid(REPO / "params" / "realdata.yaml")
+    runs = expand(g)
+    assert list(runs)[-1] == "efficientnet_lite0__B__keep"
+    twin, base = runs["efficientnet_lite0__B__keep"], runs["efficientnet_lite0__B"]
+    assert twin.leakage == "keep" and base.leakage == "drop" and twin.train == base.train
+    assert Path(twin.out).name == "efficientnet_lite0__B__keep"
+    # data relative to the repository (not the current folder); data_dirs map a release to its folder
+    assert Path(g.data) == (REPO / ".." / "shared" / "realdata").resolve() or Path(g.data) == REPO / "../shared/realdata"
+    assert g.release_dir("mednode") == Path(g.data) / "MEDNODE"
+    assert g.release_dir("ISIC2017") == Path(g.data) / "ISIC2017"
+    # the work folder and results of real images live outside the repository
+    assert not str(g.work.resolve()).startswith(str(REPO)) and not str(g.results.resolve()).startswith(str(REPO))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodels: [efficientnet_lite0]\ncombinations: [B]\neval_sets: [ISIC2017]\n"
+                   "leakage_keep: [efficientnet_lite0__C]\n")
+    with pytest.raises(ParamError, match="leakage_keep names run"):
+        load_grid(bad)
+    bad.write_text("name: x\nmodels: [efficientnet_lite0]\ncombinations: [B]\neval_sets: [ISIC2017]\n"
+                   "data: /data\ndata_dirs: {nowhere: x}\n")
+    with pytest.raises(ParamError, match="data_dirs"):
+        load_grid(bad)

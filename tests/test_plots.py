@@ -69,6 +69,36 @@ def test_accuracy_vs_threshold_one_line_per_table():
     assert len(P.accuracy_vs_threshold({"t": tables["val 0"]["table"]}).axes[0].lines) == 1
 
 
+def test_accuracy_vs_threshold_relative_mode_uses_the_fraction_axis():
+    y, p = outputs(0)
+    s = U.search_threshold(y, p, mode="relative")
+    fig = P.accuracy_vs_threshold({"_7_point_criteria": s})
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), s["table"]["fraction"])
+    assert ax.collections[0].get_offsets()[0][0] == pytest.approx(s["fraction"])
+    assert "fraction of validation rejected" in ax.get_xlabel()
+    # a label starting with "_" is still in the legend (matplotlib hides "_..." labels)
+    assert [t.get_text().strip() for t in ax.get_legend().get_texts()] == ["_7_point_criteria"]
+    _renders(fig)
+
+
+def test_referral_bar_stacks_the_melanomas():
+    y, p = outputs(1)
+    keep = U.reject_by_threshold(p, 0.8)
+    r = U.referral_counts(y, p, keep)
+    fig = P.referral_bar({"ISIC2017": r, "_7_point_criteria": {**r, "flag": "FLAGGED"}})
+    ax = fig.axes[0]
+    assert len(ax.patches) == 10            # per set: before (caught, missed) + after (caught, missed, referred)
+    h = [b.get_height() for b in ax.patches[:5]]
+    assert h == [r["n_melanoma"] - r["melanoma_missed_before"], r["melanoma_missed_before"],
+                 r["melanoma_caught"], r["melanoma_missed"], r["melanoma_referred"]]
+    assert sum(h[:2]) == sum(h[2:]) == r["n_melanoma"]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert f"cov. {r['coverage']:.2f}" in ticks[1] and "FLAGGED" in ticks[3]
+    assert len(ax.get_legend().get_texts()) == 3
+    _renders(fig)
+
+
 def test_misdiagnoses_bar_four_bars_per_set():
     reports = {name: U.rejection_report(*outputs(s), 0.5) for s, name in enumerate(["ISIC2017", "ISIC2018", "Kaggle"])}
     fig = P.misdiagnoses_bar(reports)
@@ -87,8 +117,10 @@ def test_misdiagnoses_bar_four_bars_per_set():
 def test_risk_coverage_one_line_per_curve():
     curves = {f"m{s}": U.risk_coverage_curve(*outputs(s)) for s in range(3)}
     fig = P.risk_coverage(curves)
-    assert len(fig.axes[0].lines) == 3
+    assert len(fig.axes[0].lines) == 3 and len(fig.axes[0].collections) == 0
     _renders(fig)
+    fig = P.risk_coverage(curves, points={"m1": (0.8, 0.1)})   # the operating point of a threshold
+    assert fig.axes[0].collections[0].get_offsets().tolist() == [[0.8, 0.1]]
 
 
 def test_entropy_histogram_bars_and_threshold_line():

@@ -37,7 +37,7 @@ def test_oversampling_balances_classes():
 
 def test_fast_path_equals_loop_path(synth_work, tmp_path):
     kw = dict(freeze="backbone", augment=False, feature_dtype="float32", epochs=3)
-    fast = train_run(_params(synth_work, tmp_path / "fast", fast=True, **kw), progress=False, log=_quiet)
+    fast = train_run(_params(synth_work, tmp_path / "fast", fast=True, solver="sgd", **kw), progress=False, log=_quiet)
     loop = train_run(_params(synth_work, tmp_path / "loop", fast=False, **kw), progress=False, log=_quiet)
     a = torch.load(fast / "model.pt", weights_only=True)
     b = torch.load(loop / "model.pt", weights_only=True)
@@ -111,6 +111,9 @@ def test_learns_with_demo_settings(synth_work, tmp_path):
     ("freeze", "all", "TrainParams.freeze"),
     ("eval_sets", ["nowhere"], "TrainParams.eval_sets"),
     ("views", -1, "TrainParams.views"),
+    ("solver", "adam", "TrainParams.solver"),
+    ("reg_grid", [0.1, -1], "TrainParams.reg_grid"),
+    ("reg_grid", [], "TrainParams.reg_grid"),
 ])
 def test_bad_params_name_the_field(synth_work, tmp_path, field, value, match):
     with pytest.raises(ParamError, match=match):
@@ -125,3 +128,106 @@ def test_missing_work_folder(tmp_path):
 def test_unknown_param(tmp_path):
     with pytest.raises(ParamError, match="unknown field"):
         TrainParams.from_dict({"modle": "resnet18"})
+
+
+def test_lbfgs_probe_is_sklearns_logistic_regression_at_the_chosen_C(synth_work, tmp_path):
+    """The default fast-path head: standardised L2 logistic regression, C chosen by validation loss,
+    folded into the network's own Linear head (so predictions come from the torch model)."""
+    import json
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from melanoma import features as F
+    from melanoma.train import load_data
+
+    grid = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    p = _params(synth_work, tmp_path / "probe", model="efficientnet_lite0", weights="imagenet", freeze="backbone",
+                image_size=64, augment=False, reg_grid=grid, feature_dtype="float32")
+    assert p.head_solver == "lbfgs"
+    out = train_run(p, progress=False, log=_quiet)
+    run = json.loads((out / "run.json").read_text())
+    hist = pd.read_csv(out / "history.csv")
+    assert run["probe"]["solver"] == "lbfgs" and run["probe"]["C_grid"] == grid
+    assert list(hist["C"]) == grid
+    k = int(hist["val_loss"].idxmin())
+    assert run["probe"]["C"] == grid[k] and run["best_epoch"] == k + 1
+    assert run["probe"]["at_edge"] == (k in (0, len(grid) - 1))
+    # independent: sklearn pipeline on the same features, same C, balanced classes
+    combo, ev, _ = load_data(p)
+    kw = dict(model=p.model, weights=p.weights, size=p.image_size)
+    X, y = F.gather(p.work, combo.train, **kw), combo.train["label"].to_numpy()
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=grid[k], class_weight="balanced", max_iter=5000,
+                                                             tol=1e-8)).fit(X, y)
+    Xv = F.gather(p.work, combo.val, **kw)
+    assert hist["val_loss"][k] == pytest.approx(log_loss(combo.val["label"], ref.predict_proba(Xv)[:, 1]), abs=1e-3)
+    pred = pd.read_parquet(out / "predictions.parquet")
+    p_ref = ref.predict_proba(F.gather(p.work, ev, **kw))[:, 1]
+    np.testing.assert_allclose(pred["p_melanoma"], p_ref, atol=1e-2)   # both solvers stop at a tolerance
+    # the Linear head holds it: logit_1 - logit_0 is the decision function
+    z = ref.decision_function(F.gather(p.work, ev, **kw))
+    np.testing.assert_allclose(pred["logit_1"] - pred["logit_0"], z, atol=0.05 * np.abs(z).max())
+
+
+def test_lbfgs_probe_reports_a_choice_at_the_edge(synth_work, tmp_path):
+    import json
+
+    logs = []
+    out = train_run(_params(synth_work, tmp_path / "edge", model="efficientnet_lite0", weights="imagenet",
+                            freeze="backbone", image_size=64, augment=False, reg_grid=[1e-7, 1e-6]),
+                    progress=False, log=logs.append)
+    run = json.loads((out / "run.json").read_text())
+    assert run["probe"]["at_edge"] is True      # both candidates are edges of a 2-value grid
+    assert any("edge of the grid" in l for l in logs)
+
+
+def test_lbfgs_needs_the_fast_path(synth_work, tmp_path):
+    with pytest.raises(ParamError, match="TrainParams.solver: lbfgs .* needs the fast path"):
+        _params(synth_work, tmp_path / "x", model="meshnet", freeze="none", solver="lbfgs")
+    assert _params(synth_work, tmp_path / "y", model="meshnet", freeze="none").head_solver == "sgd"
+
+
+def test_external_release_is_scored_whole_with_the_combinations_validation(tmp_path_factory):
+    """PH2 outside the training combination has no test split: all 200 images are test rows, and its
+    threshold/temperature come from the combination's validation split (stated in run.json)."""
+    import json
+
+    from melanoma.datasets.ingest import ingest_all
+    from melanoma.datasets.synthetic import write_replicas
+
+    data = tmp_path_factory.mktemp("ph2data")
+    write_replicas(data, scale=10 / 3, only=["ph2"])              # PH2's real size: 200 images, 40 melanoma
+    write_replicas(data / "small", scale=0.3, only=["isic2016", "isic2017"])
+    work = tmp_path_factory.mktemp("ph2work")
+    ingest_all(data, work, progress=False)
+    ingest_all(data / "small", work, progress=False)
+    out = train_run(_params(work, tmp_path_factory.mktemp("r") / "B", model="efficientnet_lite0",
+                            weights="imagenet", freeze="backbone", image_size=64, augment=False,
+                            eval_sets=["isic2017", "ph2"]), progress=False, log=_quiet)
+    pred = pd.read_parquet(out / "predictions.parquet")
+    ph2 = pred[pred["eval_set"] == "ph2"]
+    test = ph2[ph2["split"] == "test"]
+    assert len(test) == 200 and int(test["label"].sum()) == 40 and set(test["dataset"]) == {"ph2"}
+    val = ph2[ph2["split"] == "val"]
+    assert set(val["dataset"]) == {"isic2017"}                   # the combination's validation split
+    run = json.loads((out / "run.json").read_text())
+    assert len(val) == run["n_val"]
+    src = run["eval_sources"]["ph2"]
+    assert src["whole"] is True and "whole release (200 labelled images)" in src["test"]
+    assert "training combination's validation split" in src["val"]
+    assert run["eval_sources"]["isic2017"] == {"val": "own validation split", "test": "official test split",
+                                               "whole": False}
+    # inside the combination, PH2 is not external: its 80:20 split is for training, nothing is tested
+    out2 = train_run(_params(work, tmp_path_factory.mktemp("r2") / "BG", model="efficientnet_lite0",
+                             weights="imagenet", freeze="backbone", image_size=64, augment=False, train="B,G",
+                             eval_sets=["isic2017", "ph2"]), progress=False, log=_quiet)
+    p2 = pd.read_parquet(out2 / "predictions.parquet")
+    assert (p2[p2["eval_set"] == "ph2"]["split"] == "val").all()
+    from melanoma.evaluate import reject_run
+
+    r = reject_run(out, B=20)
+    assert r["eval_sets"]["ph2"]["n_test"] == 200
+    assert r["eval_sets"]["ph2"]["val_source"].startswith("the training combination's")
+    assert reject_run(out2, B=20)["eval_sets"]["ph2"]["skipped"].startswith("no labelled test rows")

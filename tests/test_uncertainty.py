@@ -125,7 +125,7 @@ def test_rejection_argument_validation():
         U.reject_by_threshold([0.2], float("nan"))
     with pytest.raises(ValueError, match=re.escape("fraction must be in [0, 1], got 1.5")):
         U.reject_by_coverage([0.2], 1.5)
-    with pytest.raises(ValueError, match=re.escape("mode must be one of ('absolute', 'coverage'), got 'x'")):
+    with pytest.raises(ValueError, match=re.escape("mode must be one of ('relative', 'absolute', 'coverage'), got 'x'")):
         U.retained_mask([0.2], 0.1, mode="x")
 
 
@@ -145,7 +145,8 @@ def test_search_minimises_mean_of_ece_and_brier_on_retained():
     grid = np.round(np.arange(0, 0.5001, 0.025), 10)
     s = U.search_threshold(y, p, grid, min_retained=5)
     t = s["table"]
-    assert set(t) == {"threshold", "coverage", "n_retained", "accuracy", "ece", "brier", "objective"}
+    assert set(t) == {"threshold", "fraction", "coverage", "n_retained", "accuracy", "ece", "brier", "objective"}
+    assert np.all(np.isnan(t["fraction"]))  # absolute mode: candidates are entropies
     for j, thr in enumerate(grid):
         keep = U.entropy(p) <= thr
         assert t["n_retained"][j] == keep.sum()
@@ -256,7 +257,7 @@ def test_search_validation():
 REPORT_KEYS = {"threshold", "mode", "n", "n_retained", "n_rejected", "coverage", "before", "after",
                "fp_before", "fn_before", "fp_after", "fn_after", "fp_prevented", "fn_prevented",
                "tp_rejected", "tn_rejected", "misdiagnoses_prevented", "correct_rejected",
-               "fp_reduction_pct", "fn_reduction_pct"}
+               "fp_reduction_pct", "fn_reduction_pct", "referral"}
 
 
 @pytest.mark.parametrize("threshold", [0.1, 0.3, 0.6])
@@ -454,3 +455,91 @@ def test_temperature_validation():
         U.fit_temperature([1], [[0.1, 0.2], [0.3, 0.1]])
     with pytest.raises(ValueError, match=re.escape("fit_temperature needs at least one validation sample")):
         U.fit_temperature([], np.zeros((0, 2)))
+
+
+# ---------------------------------------------------------------- the seed code's relative rule
+
+# p(melanoma) of 10 validation images, chosen so the entropies are easy to follow by hand:
+# H(0.5) = 1, H(0.6) = H(0.4) = 0.9710, H(0.7) = H(0.3) = 0.8813, H(0.8) = H(0.2) = 0.7219,
+# H(0.9) = 0.4690, H(0.95) = 0.2864, H(0.99) = H(0.01) = 0.0808
+HAND_P = np.array([0.5, 0.9, 0.99, 0.6, 0.2, 0.01, 0.95, 0.7, 0.8, 0.3])
+
+
+def test_relative_threshold_hand_computed():
+    # r = 0.1 rejects floor(1.0) = 1 image, the 0.5 (1 bit): the threshold is the next entropy, H(0.6)
+    assert U.relative_threshold(HAND_P, 0.1) == pytest.approx(0.9709505944546688)
+    # r = 0.2 rejects 2 (0.5, 0.6): the 8th smallest entropy is H(0.7) = H(0.3) — a tie at the threshold
+    assert U.relative_threshold(HAND_P, 0.2) == pytest.approx(0.8812908992306927)
+    # r = 0.25 rejects floor(2.5) = 2 as well; r = 0.3 rejects 3, the tie: both 0.7 and 0.3 are kept
+    # by "entropy <= threshold" at r = 0.2 and 0.25, so coverage is 0.8, never below 1 - r
+    assert U.relative_threshold(HAND_P, 0.25) == U.relative_threshold(HAND_P, 0.2)
+    assert U.reject_by_threshold(HAND_P, U.relative_threshold(HAND_P, 0.2)).tolist() == \
+        [False, True, True, False, True, True, True, True, True, True]
+    # r = 0.3: threshold is the 7th smallest, H(0.3) again (tie), so the same 8 are kept (coverage 0.8 > 0.7)
+    assert U.reject_by_threshold(HAND_P, U.relative_threshold(HAND_P, 0.3)).sum() == 8
+    assert U.relative_threshold(HAND_P, 0.0) == pytest.approx(1.0)          # keep everything
+    assert math.isnan(U.relative_threshold([], 0.1))
+    assert math.isnan(U.relative_threshold([0.3], 1.0))                     # nothing kept
+
+
+def test_relative_search_hand_computed():
+    y = np.array([1, 0, 1, 1, 0, 0, 1, 1, 0, 0])
+    s = U.search_threshold(y, HAND_P, [0.1, 0.2], mode="relative")
+    t = s["table"]
+    np.testing.assert_allclose(t["fraction"], [0.1, 0.2])
+    np.testing.assert_allclose(t["threshold"], [U.entropy(0.6), U.entropy(0.7)])
+    np.testing.assert_array_equal(t["n_retained"], [9, 8])
+    for j, r in enumerate((0.1, 0.2)):   # objective recomputed by hand on the retained
+        keep = U.entropy(HAND_P) <= t["threshold"][j]
+        e, b = M.ece(y[keep], HAND_P[keep]), M.brier(y[keep], HAND_P[keep])
+        assert t["objective"][j] == pytest.approx((e + b) / 2)
+    j = int(np.nanargmin(t["objective"]))
+    assert s["fraction"] == [0.1, 0.2][j] and s["threshold"] == t["threshold"][j]
+    assert s["coverage"] == t["coverage"][j] and s["mode"] == "relative"
+
+
+def test_relative_default_grid_is_the_seed_codes():
+    y, p = model_outputs(3)
+    s = U.search_threshold(y, p, mode="relative")
+    np.testing.assert_allclose(s["table"]["fraction"], np.arange(0.05, 0.2001, 0.01))
+    assert np.all(s["table"]["coverage"] >= 0.8 - 1e-12)   # never below 1 - r
+
+
+def test_relative_threshold_carries_to_test_as_an_entropy():
+    # the threshold found on validation is applied to test as a value: test coverage is whatever
+    # fraction of test is at least as confident, here everything (a more confident test split)
+    yv, pv = model_outputs(4)
+    s = U.search_threshold(yv, pv, mode="relative")
+    pt = np.clip(np.where(pv > 0.5, 0.999, 0.001), 0, 1)
+    r = U.rejection_report(yv, pt, s["threshold"], mode="relative")
+    assert r["coverage"] == 1.0 and r["n_rejected"] == 0
+    with pytest.raises(ValueError, match="relative mode"):
+        U.search_threshold(yv, pv, [0.1, 1.0], mode="relative")
+
+
+def test_referral_counts_add_up():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n = int(rng.integers(1, 60))
+        y = rng.integers(0, 2, n)
+        p = rng.random(n)
+        keep = rng.random(n) < rng.random()
+        r = U.referral_counts(y, p, keep)
+        assert r["melanoma_caught"] + r["melanoma_missed"] + r["melanoma_referred"] == r["n_melanoma"] == y.sum()
+        assert r["benign_cleared"] + r["benign_false_alarm"] + r["benign_referred"] == r["n_benign"] == (y == 0).sum()
+        assert r["n_retained"] == keep.sum()
+        assert r["melanoma_missed"] <= r["melanoma_missed_before"]   # rejection never adds a miss
+        if r["melanoma_caught"] + r["melanoma_missed"]:
+            assert r["sensitivity_retained"] == pytest.approx(
+                M.sensitivity(y[keep], p[keep]) if keep.any() else math.nan)
+        else:
+            assert math.isnan(r["sensitivity_retained"])
+
+
+def test_referral_in_rejection_report_matches_counts():
+    y, p = model_outputs(9)
+    r = U.rejection_report(y, p, 0.6)
+    ref = r["referral"]
+    assert ref["melanoma_missed"] == r["fn_after"] and ref["melanoma_missed_before"] == r["fn_before"]
+    assert ref["melanoma_referred"] == r["fn_prevented"] + r["tp_rejected"]
+    assert ref["benign_referred"] == r["fp_prevented"] + r["tn_rejected"]

@@ -177,6 +177,15 @@ def site(web_run, web_model, images, tmp_path_factory):
     assert gaps[i] > 1e-3, f"the test images' entropies are too close to test the flag: {ents}"
     meta["threshold"] = float((ents[i] + ents[i + 1]) / 2)
     meta["threshold_source"] = "set by tests/test_web.py between the test images' entropies"
+    meta["threshold_eval_set"] = "isic2017"
+    meta["threshold_facts"] = {"fraction": 0.15, "val_coverage": 0.85, "test_coverage": 0.62,
+                               "flags": ["test coverage 0.62 below 0.7"]}
+    # conformal thresholds between the images' probabilities, so singletons and two-class sets occur
+    ps = sorted(score(python_tensor(p, meta["preprocess"]))[0] for p in scored)
+    i, j = len(ps) // 3, 2 * len(ps) // 3   # midpoints: no image sits on a threshold
+    lo, hi = (ps[i] + ps[i + 1]) / 2, (ps[j] + ps[j + 1]) / 2
+    meta["conformal"] = {"alpha": 0.1, "min_prob": [1 - hi, lo], "q": [hi, 1 - lo], "n_cal": [100, 20],
+                         "eval_set": "isic2017", "calibrated_on": "own validation split"}
     (site / "model.json").write_text(json.dumps(meta))
     return site, meta
 
@@ -250,9 +259,19 @@ def test_page_scores_like_python_and_flags_uncertainty(page, site, images, tmp_p
         assert uncertain == r["uncertain"] == (h_py > thr), (path.name, h_py, thr)
         assert page.is_visible("#result") and not page.is_visible("#error")
         assert page.text_content("#prob") == f"{r['p']:.3f}"
+        # the conformal set follows model.json's thresholds (class c in it iff p_c >= min_prob[c])
+        mp = meta["conformal"]["min_prob"]
+        want = [n for n, pc, t in (("non-melanoma", 1 - p_py, mp[0]), ("melanoma", p_py, mp[1])) if pc >= t]
+        assert r["set"] == want, (path.name, r["set"], want)
+        text = page.text_content("#conformal-set")
+        assert ("confident" in text) == (len(want) == 1) and "α = 0.1" in text
         flags.append(uncertain)
     assert any(flags) and not all(flags), "the threshold should flag some images and not others"
     assert page.is_visible("#synthetic-banner") == meta["synthetic"]
+    # the threshold never appears without what it did where it was chosen: coverage and flags
+    cov = page.text_content("#threshold-coverage")
+    assert "85 % of the isic2017 validation split" in cov and "r = 0.15" in cov and "62 % of its test split" in cov
+    assert "FLAGGED: test coverage 0.62 below 0.7" in cov
     assert "not a diagnostic device" in page.text_content("#disclaimer")
     assert "never leaves this browser" in page.text_content("#disclaimer")
     # Fig. 2 of the book: the page after scoring one image (a real sample when present)

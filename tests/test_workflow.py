@@ -67,13 +67,22 @@ def test_book_shows_tables_and_figures_from_the_summary(uninterrupted):
     for fig in ("fig3_accuracy_vs_threshold.png", "fig4_calibration.png", "fig5_misdiagnoses.png"):
         assert fig in res, fig
     assert "fig1_framework.png" in _html(uninterrupted, "intro")
-    # every Table 1 row's precision before/after equals summary.parquet
-    top = (s[(s["phase"] == "before")].sort_values(["precision", "auc"], ascending=False)
-           .groupby("eval_set").head(1))
+    assert (s["rejection_mode"].dropna() == "relative").all()
+    # every Table 1 row's precision before/after equals summary.parquet (ranking: unflagged runs only),
+    # each beside its validation / test coverage
+    ok = s[(s["phase"] == "before") & ~s["flagged"].astype(bool)]
+    top = ok.sort_values(["precision", "auc"], ascending=False).groupby("eval_set").head(1)
+    assert "Coverage val / test" in text
+    if s["flagged"].astype(bool).any():
+        assert "Flagged results, not ranked" in text
+    else:
+        assert "No rejection result of this grid is flagged" in text
     for _, r in top.iterrows():
         a = s[(s["run_id"] == r["run_id"]) & (s["eval_set"] == r["eval_set"]) & (s["phase"] == "after")].iloc[0]
         assert f"{fmt(r['precision'])} / {fmt(a['precision'])}" in text, (r["run_id"], r["eval_set"])
-        assert f"{r['brier']:.4f}" in text and f"{a['ece']:.4f}" in text
+        assert f"{fmt(a['val_coverage'], digits=0)} / {fmt(a['test_coverage'], digits=0)}" in text
+        # Table 3 (as the book writes it: an evaluation set whose rejection was skipped has "–" after)
+        assert fmt(r["brier"], pct=False) in text and fmt(a["ece"], pct=False) in text
     lb = _cells(_html(uninterrupted, "leaderboard"))
     for _, r in s[s["phase"] == "leaderboard"].iterrows():
         assert fmt(r["auc"]) in lb

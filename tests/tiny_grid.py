@@ -23,7 +23,7 @@ submission: ISIC2020
 train: {{weights: imagenet, freeze: backbone, epochs: 6, image_size: 96, views: 1, seed: 0}}
 group: 2                   # E and B train in one grouped job (rule train_<group>), A-C alone (rule train)
 calibrate: {{bins: 10, bootstrap: 50}}
-reject: {{mode: absolute, grid: "0:0.2:0.02", min_coverage: 0.8, bootstrap: 50}}
+reject: {{min_coverage: 0.8, bootstrap: 50}}   # the default rule: relative (the seed code's)
 figures: {{calibration_single: efficientnet_lite0__E, calibration_combined: efficientnet_lite0__ABC}}
 """
 

@@ -56,14 +56,28 @@ async function loadModel() {
   return meta;
 }
 
+// What the threshold did where it was chosen: never a threshold without its coverage.
+function coverageText(meta) {
+  const f = meta.threshold_facts || {};
+  if (f.test_coverage === undefined || f.test_coverage === null) return "not measured (no rejection result)";
+  const pct = (x) => `${Math.round(100 * x)} %`;
+  let t = `kept ${pct(f.val_coverage)} of the ${meta.threshold_eval_set} validation split` +
+    (f.fraction !== null && f.fraction !== undefined ? ` (rejects r = ${fmt(f.fraction, 2)})` : "") +
+    ` and ${pct(f.test_coverage)} of its test split`;
+  if (f.flags && f.flags.length) t += ` — FLAGGED: ${f.flags.join("; ")}`;
+  return t;
+}
+
 function showModelInfo(meta) {
   $("synthetic-banner").hidden = !meta.synthetic;
   $("threshold").textContent = fmt(meta.threshold, 3);
+  $("threshold-coverage").textContent = coverageText(meta);
   const info = [
     ["model", `${meta.model} (${(meta.n_params || 0).toLocaleString("en")} parameters, ${Math.round(meta.onnx.bytes / 1024)} KB)`],
     ["trained on", `${meta.train_label || meta.train || "—"}${meta.datasets ? ` (${meta.datasets.join(", ")})` : ""}`],
     ["input", `${meta.preprocess.crop} × ${meta.preprocess.crop} px (shorter side → ${meta.preprocess.cache_shorter} → ${meta.preprocess.resize} px, centre crop)`],
     ["uncertainty threshold", `${fmt(meta.threshold, 3)} bits — ${meta.threshold_source}`],
+    ["threshold coverage", coverageText(meta)],
     ["synthetic", meta.synthetic ? "yes — a demonstration model" : "no"],
   ];
   const dl = $("model-info");
@@ -98,6 +112,20 @@ function entropyBits(ps) {
   return h;
 }
 
+/** The class-conditional conformal set (model.json `conformal`): class c is in it iff p_c >= min_prob[c]. */
+function conformalSet(probs) {
+  const c = state.meta && state.meta.conformal;
+  if (!c) return null;
+  return [0, 1].filter((k) => probs[k] >= c.min_prob[k]).map((k) => ["non-melanoma", "melanoma"][k]);
+}
+
+function conformalText(set) {
+  const c = state.meta.conformal;
+  const verdict = set.length === 1 ? `confident: ${set[0]}` : "Uncertain — refer";
+  return `{${set.join(", ")}} → ${verdict} (α = ${c.alpha}: at most ${Math.round(100 * c.alpha)} % of each class ` +
+    `misses its label, if your image resembles the ${c.eval_set} calibration images)`;
+}
+
 /** Run the model on a preprocessed (1, 3, S, S) tensor. */
 async function score(tensor) {
   const { meta, session } = state;
@@ -109,7 +137,7 @@ async function score(tensor) {
   const logits = Array.from(out[meta.onnx.output].data);
   const probs = softmax2(logits[0], logits[1]);
   const entropy = entropyBits(probs);
-  return { logits, probs, p: probs[1], entropy, uncertain: entropy > meta.threshold, ms };
+  return { logits, probs, p: probs[1], entropy, uncertain: entropy > meta.threshold, set: conformalSet(probs), ms };
 }
 
 /** Median inference time (ms) over n runs on the last input (benchmarks/web_inference.py). */
@@ -169,6 +197,8 @@ function showResult(r) {
   $("entropy").textContent = fmt(r.entropy, 3);
   $("label").textContent = r.p > state.meta.decision_threshold ? "melanoma" : "non-melanoma";
   $("uncertain").hidden = !r.uncertain;
+  $("conformal-row").hidden = r.set === null;
+  if (r.set !== null) $("conformal-set").textContent = conformalText(r.set);
   $("timing").textContent = `Scored on this device in ${r.ms.toFixed(1)} ms (onnxruntime-web, wasm, 1 thread).`;
   $("result").hidden = false;
 }

@@ -4,8 +4,9 @@
 (each member's ``train`` split) and validation rows (each member's ``val`` split), after removing
 every image that duplicates an evaluation image (``policy="drop"``, the default), together with the
 leakage table before/after. Training rows are checked against the evaluation sets' val *and* test
-splits (the rejection threshold is tuned on val, so val must be unseen too); the combination's own
-validation rows are checked against the evaluation test splits.
+splits (the rejection threshold is tuned on val, so val must be unseen too) — against every image
+of an external set scored whole (:func:`melanoma.datasets.dedup.is_external`); the combination's
+own validation rows are checked against the evaluation test splits.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def combine(work: str | Path, combo: str | list[str], eval_sets: list[str] | Non
     train = allrows[(allrows["split"] == "train") & (allrows["label"] >= 0)].reset_index(drop=True)
     val = allrows[(allrows["split"] == "val") & (allrows["label"] >= 0)].reset_index(drop=True)
     if eval_names:
-        ev = eval_frame(work, eval_names)
+        ev = eval_frame(work, eval_names, train_datasets=names)  # external sets: every image
         pairs, table = leakage(train, ev, max_distance=max_distance)
         test = ev[ev["split"] == "test"]
         vpairs = find_duplicates(val, test, max_distance=max_distance)

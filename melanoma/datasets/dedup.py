@@ -91,12 +91,32 @@ def find_duplicates(a: pd.DataFrame, b: pd.DataFrame, *, max_distance: int = DEF
     return pd.DataFrame(rows, columns=cols)
 
 
-def eval_frame(work: str | Path, eval_sets: list[str], splits=("val", "test")) -> pd.DataFrame:
-    """The evaluation images: the val and test splits of each named evaluation set."""
+def is_external(manifest: pd.DataFrame, dataset: str, train_datasets) -> bool:
+    """True when ``dataset`` is scored *whole* as an external test set for this combination: it is
+    not a member of the training combination and its release has no test split at all (PH2,
+    MED-NODE, PAD-UFES-20, HAM10000; their 80:20 train/val split is ours, not the release's). A
+    release with an official test split, even an unlabelled one (ISIC 2020's, scored on Kaggle),
+    keeps it."""
+    if dataset in set(train_datasets):
+        return False
+    return not bool((manifest["split"] == "test").any())
+
+
+def eval_frame(work: str | Path, eval_sets: list[str], splits=("val", "test"),
+               train_datasets=None) -> pd.DataFrame:
+    """The evaluation images: the val and test splits of each named evaluation set.
+
+    With ``train_datasets`` (the training combination's members), an evaluation set that
+    :func:`is_external` is scored whole: every labelled row becomes a ``test`` row (``release_split``
+    keeps the release's own split, ``split`` says how it is used); it then has no validation rows
+    of its own. The column ``eval_set`` names the evaluation set of each row.
+    """
     frames = []
     for e in eval_sets:
         m = read_manifest(work, e)
-        frames.append(m[m["split"].isin(splits)])
+        if train_datasets is not None and is_external(m, e, train_datasets):
+            m = m[m["label"] >= 0].assign(split="test")
+        frames.append(m[m["split"].isin(splits)].assign(eval_set=e))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -1,14 +1,18 @@
 """Ingest one release: parse its official layout, decode and hash every image once, fill the image
 cache, make the missing splits, and write ``WORK/<short>/manifest.parquet`` + ``report.json``.
 
-Nothing is dropped silently: listed-but-missing files, unlisted files and undecodable files are
-counted and listed with reasons in the report (``strict=True`` turns a bad file into an error).
+Nothing is dropped silently: listed-but-missing files, unlisted files, undecodable files, files
+outside the release folder (``outside-root``: never opened), second files for one image id and
+label rows with no decidable label are counted and listed with reasons in the report
+(``strict=True`` turns a bad file, an outside path or a bad label row into an error). A release
+where nothing usable is left is an error that names the reasons (``report.json`` keeps them all).
 Re-ingesting is incremental: rows whose file bytes are unchanged reuse the previous manifest's
 hashes and the cached pixels instead of decoding again.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -20,12 +24,13 @@ from tqdm.auto import tqdm
 from .. import images as imgs
 from ..cache import ImageCache
 from ..io import write_json, write_parquet
-from . import get
+from . import SHORT_NAMES, get
 from .derm7pt import parse_derm7pt
+from .fingerprint import fingerprint
 from .isic import (parse_ham10000, parse_isic2016, parse_isic2017, parse_isic2018, parse_isic2019,
                    parse_isic2020)
 from .kaggle import parse_kaggle
-from .manifest import MANIFEST_COLUMNS, ParseResult, make_val_split, summarize
+from .manifest import MANIFEST_COLUMNS, ParseResult, confined, make_val_split, outside_entry, summarize
 from .mednode import parse_mednode
 from .pad_ufes import parse_pad_ufes_20
 from .ph2 import parse_ph2
@@ -44,6 +49,13 @@ NO_RELEASE_SPLIT = {"ph2", "pad_ufes_20", "mednode", "ham10000"}
 
 class BadImageError(RuntimeError):
     """Raised in strict mode when a listed image cannot be decoded."""
+
+
+class IngestError(RuntimeError):
+    """A release that cannot be ingested as a whole (nothing usable left, disk full, ...)."""
+
+
+HASH_COLUMNS = ("content_hash", "width", "height", "pixel_hash", "phash", "dhash")
 
 
 def parse(dataset: str, root: str | Path) -> ParseResult:
@@ -86,9 +98,29 @@ def ingest_dataset(dataset: str, root: str | Path, work: str | Path, *, shorter:
     root = Path(root)
     work = Path(work)
     out_dir = work / info.short
+    fp = fingerprint(root)  # before reading: what this manifest was made from
     res = parse(info.short, root)
     rec = res.records.copy()
     synthetic = (root / "SYNTHETIC.json").is_file()
+    # last line of defence: whatever a parser produced, never open a file outside the release
+    inside = [confined(root, root / p) is not None for p in rec["path"]]
+    if not all(inside):
+        for r in rec.loc[[not x for x in inside]].to_dict("records"):
+            res.outside.append({**outside_entry(root, r["path"]), "image_id": r["image_id"]})
+        rec = rec.loc[inside].reset_index(drop=True)
+    # rows the label files (or class folders) name: used, missing, unlabelable or pointing outside
+    n_listed = (len(rec) + len(res.missing) + len(res.bad_labels)
+                + sum(1 for o in res.outside if "image_id" in o))
+    if rec["image_id"].duplicated().any():  # a parser bug, never a silent double row
+        dup = sorted(set(rec.loc[rec["image_id"].duplicated(), "image_id"]))
+        raise IngestError(f"{info.short}: image id(s) {dup[:5]} occur twice after parsing {root}; "
+                          "please report this with the release's layout")
+    excluded = [("outside-root", res.outside), ("bad label", res.bad_labels)]
+    if strict and any(lst for _, lst in excluded):
+        lines = "\n".join(f"  {e.get('path') or e.get('image_id')}: {e['reason']} {e.get('detail', '')}"
+                          for _, lst in excluded for e in lst[:10])
+        raise BadImageError(f"{info.short}: {sum(len(l) for _, l in excluded)} listed item(s) cannot "
+                            f"be used (strict mode):\n{lines}")
 
     prev: dict[str, dict] = {}
     prev_path = out_dir / "manifest.parquet"
@@ -109,10 +141,14 @@ def ingest_dataset(dataset: str, root: str | Path, work: str | Path, *, shorter:
     else:
         pool = None
         it = map(_decode, jobs)
-    facts = list(tqdm(it, total=len(jobs), desc=f"ingest {info.short}", disable=not progress,
-                      unit="img", mininterval=1.0))
-    if pool is not None:
-        pool.shutdown()
+    try:
+        facts = list(tqdm(it, total=len(jobs), desc=f"ingest {info.short}", disable=not progress,
+                          unit="img", mininterval=1.0))
+    except OSError as e:
+        raise _write_error(info.short, work / "cache", e) from e
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
     bad, keep = [], []
     for i, (row, f) in enumerate(zip(rec.to_dict("records"), facts)):
@@ -131,6 +167,9 @@ def ingest_dataset(dataset: str, root: str | Path, work: str | Path, *, shorter:
         raise BadImageError(f"{info.short}: {len(bad)} image(s) cannot be decoded "
                             f"(strict mode):\n{lines}")
     rec = rec.loc[keep].reset_index(drop=True)
+    for c in HASH_COLUMNS:  # present even when no row is left (the error below says why)
+        if c not in rec.columns:
+            rec[c] = pd.Series(dtype=object)
     for c in ("width", "height"):
         rec[c] = rec[c].astype(int) if len(rec) else pd.Series(dtype=int)
 
@@ -148,7 +187,7 @@ def ingest_dataset(dataset: str, root: str | Path, work: str | Path, *, shorter:
     report = {
         "dataset": info.short, "name": info.name, "letter": info.letter, "title": info.title,
         "root": str(root), "synthetic": synthetic,
-        "n_listed": int(len(res.records) + len(res.missing)),
+        "n_listed": int(n_listed),
         "n_images": int(len(manifest)),
         "n_melanoma": int((manifest["label"] == 1).sum()),
         "counts": counts.to_dict("records"),
@@ -157,39 +196,119 @@ def ingest_dataset(dataset: str, root: str | Path, work: str | Path, *, shorter:
         "missing": res.missing, "n_missing": len(res.missing),
         "unlisted": res.unlisted, "n_unlisted": len(res.unlisted),
         "bad": bad, "n_bad": len(bad),
-        "ignored": res.ignored, "notes": res.notes,
+        "outside_root": res.outside, "n_outside_root": len(res.outside),
+        "duplicates": res.duplicates, "n_duplicates": len(res.duplicates),
+        "bad_labels": res.bad_labels, "n_bad_labels": len(res.bad_labels),
+        "ignored": res.ignored, "notes": res.notes, **res.extra,
+        "fingerprint": fp,
         "n_decoded": int(sum(1 for f in facts if "error" not in f and not f.get("reuse"))),
         "n_reused": int(sum(1 for f in facts if f.get("reuse"))),
         "cache": str(ImageCache(work / "cache", shorter).dir),
         "seconds": round(time.perf_counter() - t0, 3),
         "seed": seed, "val_fraction": val_fraction,
     }
-    write_parquet(out_dir / "manifest.parquet", manifest)
-    write_json(out_dir / "report.json", report)
+    try:
+        if manifest.empty:  # nothing usable: keep the reasons, leave no manifest to train on
+            write_json(out_dir / "report.json", report)
+            (out_dir / "manifest.parquet").unlink(missing_ok=True)
+            raise IngestError(_nothing_left(info.short, root, report, out_dir / "report.json"))
+        write_parquet(out_dir / "manifest.parquet", manifest)
+        write_json(out_dir / "report.json", report)
+    except OSError as e:
+        raise _write_error(info.short, out_dir, e) from e
     return manifest, report
 
 
-def find_releases(data: str | Path) -> list[str]:
-    """Short names of the releases present as ``DATA/<name>/`` (any spelling the registry knows)."""
+def _write_error(short: str, where: Path, e: OSError) -> IngestError:
+    """A clear message for a failed write (disk full, read-only, quota); every file is written
+    atomically, so nothing half-written is left under a final name."""
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}.get(
+        e.errno, "a write failed")
+    return IngestError(f"{short}: {what} while writing under {where} ({e.strerror or e}); free space "
+                       "or point --out at another disk and rerun: no partial file was kept, and "
+                       "images already cached are reused")
+
+
+def _nothing_left(short: str, root: Path, report: dict, report_path: Path) -> str:
+    parts = [f"{report['n_' + k]} {k.replace('_', ' ')}" for k in
+             ("missing", "bad", "outside_root", "duplicates", "bad_labels") if report["n_" + k]]
+    first = []
+    for k in ("missing", "bad", "outside_root", "bad_labels"):
+        for e in report[k][:2]:
+            first.append(f"  {e.get('path') or e.get('expected') or e.get('image_id')}: "
+                         f"{e['reason']} {e.get('detail', '')}".rstrip())
+    return (f"{short}: no usable image in {root} ({report['n_listed']} listed: "
+            f"{', '.join(parts) or 'none listed'}); every reason is in {report_path}; first ones:\n"
+            + "\n".join(first[:6]))
+
+
+def find_releases(data: str | Path) -> list[tuple[str, Path]]:
+    """(short name, folder) of the releases present as ``DATA/<name>/`` (any spelling the
+    registry knows). Two folders naming one release are an error."""
     data = Path(data)
     found = []
     if not data.is_dir():
         raise FileNotFoundError(f"data folder {data} does not exist")
-    for d in sorted(p for p in data.iterdir() if p.is_dir()):
+    for d in sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             found.append((get(d.name).short, d))
         except KeyError:
             continue
+    shorts = [s for s, _ in found]
+    twice = sorted({s for s in shorts if shorts.count(s) > 1})
+    if twice:
+        names = [d.name for s, d in found if s in twice]
+        raise IngestError(f"{data}: folders {names} are the same release ({', '.join(twice)}); keep one")
     return found
 
 
-def ingest_all(data: str | Path, work: str | Path, **kw) -> dict[str, dict]:
-    reports = {}
+def _suggest(name: str) -> str | None:
+    import difflib
+
+    norm = lambda x: "".join(c for c in x.lower() if c.isalnum())  # noqa: E731
+    by_norm = {norm(k): get(k).short for k in SHORT_NAMES}
+    from . import REGISTRY
+
+    for d in REGISTRY:
+        by_norm.setdefault(norm(d.name), d.short)
+    hit = difflib.get_close_matches(norm(name), list(by_norm), n=1, cutoff=0.75)
+    return by_norm[hit[0]] if hit else None
+
+
+def unknown_folders(data: str | Path) -> list[dict]:
+    """Folders under ``data`` that name no release: ``{"folder", "suggestion"}`` (did you mean)."""
+    out = []
+    for d in sorted(p for p in Path(data).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            get(d.name)
+        except KeyError:
+            out.append({"folder": d.name, "suggestion": _suggest(d.name)})
+    return out
+
+
+def ingest_all(data: str | Path, work: str | Path, *, skip_unknown: bool = False,
+               **kw) -> dict[str, dict]:
+    """Ingest every release found as ``DATA/<name>/``. A folder that names no release is an error
+    (with a did-you-mean: ``med_node`` → ``mednode``) unless ``skip_unknown``; skipped folders are
+    listed in ``WORK/ingest-all.json``, which records every ``--all`` run."""
+    from ..io import write_json
+
     found = find_releases(data)
+    unknown = unknown_folders(data)
+    if unknown and not skip_unknown:
+        lines = "\n".join(f"  {u['folder']}/" + (f": did you mean {u['suggestion']}/?" if u["suggestion"] else "")
+                          for u in unknown)
+        raise IngestError(f"{data}: {len(unknown)} folder(s) name no release:\n{lines}\nrename them to "
+                          f"one of {', '.join(SHORT_NAMES)}, move them out of {data}, or pass "
+                          "--skip-unknown to ingest the others and list these")
     if not found:
         raise FileNotFoundError(f"no release folders (isic2016, …, ham10000) under {data}")
+    reports = {}
     for short, d in found:
         reports[short] = ingest_dataset(short, d, work, **kw)[1]
+    write_json(Path(work) / "ingest-all.json", {"data": str(data), "ingested": {s: str(d) for s, d in found},
+                                                "unknown_folders": unknown})
     return reports
 
 
@@ -200,10 +319,12 @@ def counts_table(reports: dict[str, dict]) -> pd.DataFrame:
         row = {"letter": r["letter"] or "–", "dataset": r["name"], "synthetic": r["synthetic"]}
         for c in r["counts"]:
             row[c["split"]] = f"{c['images']} ({c['melanoma']})"
-        row.update({"missing": r["n_missing"], "unlisted": r["n_unlisted"], "bad": r["n_bad"]})
+        row.update({"missing": r["n_missing"], "unlisted": r["n_unlisted"], "bad": r["n_bad"],
+                    "excluded": sum(r.get(f"n_{k}", 0) for k in ("outside_root", "duplicates", "bad_labels"))})
         rows.append(row)
     df = pd.DataFrame(rows)
     for s in ("train", "val", "test"):
         if s not in df.columns:
             df[s] = ""
-    return df[["letter", "dataset", "train", "val", "test", "missing", "unlisted", "bad", "synthetic"]].fillna("")
+    return df[["letter", "dataset", "train", "val", "test", "missing", "unlisted", "bad", "excluded",
+               "synthetic"]].fillna("")

@@ -11,24 +11,39 @@ from pathlib import Path
 import pandas as pd
 
 from .manifest import (ParseResult, attach_files, check_unique, index_files, parse_binary,
-                       read_table, records_frame)
+                       pick_duplicates, read_table, records_frame, walk_files)
 
 JPG = (".jpg", ".jpeg")
 ONE_HOT = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
 
 
-def _one_hot_diagnosis(df: pd.DataFrame, classes: list[str], path: Path) -> pd.Series:
+def _one_hot_diagnosis(df: pd.DataFrame, classes: list[str], path: Path, id_col: str,
+                       res: ParseResult) -> pd.DataFrame:
+    """The diagnosis column of a one-hot ground truth. A row marking no class or several classes
+    (MEL and NV both 1) has no label we could defend: it is dropped and reported in
+    ``res.bad_labels`` with the classes it marks."""
     vals = {c: parse_binary(df[c], ONE_HOT, path=path, column=c) for c in classes}
-    m = pd.DataFrame(vals)
-    return m.idxmax(axis=1).where(m.sum(axis=1) > 0, "none")
+    m = pd.DataFrame(vals, index=df.index)
+    n = m.sum(axis=1)
+    for i in df.index[n != 1]:
+        marked = [c for c in classes if m.at[i, c] == 1]
+        res.bad_labels.append({
+            "image_id": df.at[i, id_col], "reason": "no-class" if not marked else "several-classes",
+            "detail": f"{path.name}: one-hot row marks {marked or 'no class'}; exactly one of "
+                      f"{classes} must be 1 (the row is not used; fix the label file to use it)"})
+    df = df.loc[n == 1].copy()
+    df["diagnosis"] = m.loc[n == 1].idxmax(axis=1)
+    return df
 
 
-def _finish(parts: list[tuple[pd.DataFrame, list, list]], ignored: dict | None = None) -> ParseResult:
+def _finish(res: ParseResult, parts: list[tuple[pd.DataFrame, list, list]],
+            ignored: dict | None = None) -> ParseResult:
     rows = pd.concat([p[0] for p in parts], ignore_index=True)
-    return ParseResult(records=records_frame(rows),
-                       missing=[m for p in parts for m in p[1]],
-                       unlisted=[u for p in parts for u in p[2]],
-                       ignored=ignored or {})
+    res.records = records_frame(rows)
+    res.missing += [m for p in parts for m in p[1]]
+    res.unlisted += [u for p in parts for u in p[2]]
+    res.ignored.update(ignored or {})
+    return res
 
 
 # ----------------------------------------------------------------------------- A: ISIC 2016
@@ -36,7 +51,7 @@ def _finish(parts: list[tuple[pd.DataFrame, list, list]], ignored: dict | None =
 def parse_isic2016(root: Path) -> ParseResult:
     """ISIC 2016 Part 3: header-less ground truth; train labels benign/malignant, test 0/1 or 0.0/1.0."""
     root = Path(root)
-    parts = []
+    parts, res = [], ParseResult()
     for split, stem, mapping in (
             ("train", "Training", {"benign": 0, "malignant": 1}),
             ("test", "Test", {"0": 0, "1": 1, "0.0": 0, "1.0": 1})):
@@ -52,18 +67,18 @@ def parse_isic2016(root: Path) -> ParseResult:
         df["diagnosis"] = df["label"]
         df["label"] = parse_binary(df["label"], mapping, path=gt, column="label (2nd)")
         df["split"] = split
-        files, _ = index_files(folder, root, JPG)
+        files, _ = index_files(folder, root, JPG, into=res)
         parts.append(attach_files(df, files, expected=f"{folder.name}/{{id}}.jpg"))
     if not parts:
         raise FileNotFoundError(f"isic2016: neither ISBI2016_ISIC_Part3_Training_* nor *_Test_* under {root}")
-    return _finish(parts)
+    return _finish(res, parts)
 
 
 # ----------------------------------------------------------------------------- B: ISIC 2017
 
 def parse_isic2017(root: Path) -> ParseResult:
     root = Path(root)
-    parts, n_sp = [], 0
+    parts, n_sp, res = [], 0, ParseResult()
     for split, stem in (("train", "Training"), ("val", "Validation"), ("test", "Test_v2")):
         gt = root / f"ISIC-2017_{stem}_Part3_GroundTruth.csv"
         folder = root / f"ISIC-2017_{stem}_Data"
@@ -76,12 +91,12 @@ def parse_isic2017(root: Path) -> ParseResult:
         df["diagnosis"] = ["melanoma" if m else ("seborrheic_keratosis" if s else "nevus")
                            for m, s in zip(df["label"], sk)]
         df["split"] = split
-        files, n = index_files(folder, root, JPG + (".png",), exclude=("_superpixels",))
+        files, n = index_files(folder, root, JPG + (".png",), exclude=("_superpixels",), into=res)
         n_sp += n
         parts.append(attach_files(df, files, expected=f"{folder.name}/{{id}}.jpg"))
     if not parts:
         raise FileNotFoundError(f"isic2017: no ISIC-2017_*_Part3_GroundTruth.csv under {root}")
-    return _finish(parts, {"superpixels": n_sp})
+    return _finish(res, parts, {"superpixels": n_sp})
 
 
 # ----------------------------------------------------------------------------- C: ISIC 2018
@@ -91,7 +106,7 @@ ISIC2018_CLASSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
 
 def parse_isic2018(root: Path) -> ParseResult:
     root = Path(root)
-    parts = []
+    parts, res = [], ParseResult()
     groups = root / "ISIC2018_Task3_Training_LesionGroupings.csv"
     lesions = {}
     if groups.is_file():
@@ -104,16 +119,16 @@ def parse_isic2018(root: Path) -> ParseResult:
             continue
         df = read_table(gt, ["image"] + ISIC2018_CLASSES, dataset="isic2018")
         check_unique(df, "image", gt)
-        df["diagnosis"] = _one_hot_diagnosis(df, ISIC2018_CLASSES, gt)
+        df = _one_hot_diagnosis(df, ISIC2018_CLASSES, gt, "image", res)
         df["label"] = (df["diagnosis"] == "MEL").astype(int)
         df["image_id"] = df["image"]
-        df["lesion_id"] = df["image"].map(lesions).fillna("")
+        df["lesion_id"] = [lesions.get(i, "") for i in df["image"]]
         df["split"] = split
-        files, _ = index_files(folder, root, JPG)
+        files, _ = index_files(folder, root, JPG, into=res)
         parts.append(attach_files(df, files, expected=f"{folder.name}/{{id}}.jpg"))
     if not parts:
         raise FileNotFoundError(f"isic2018: no ISIC2018_Task3_*_GroundTruth/ folder under {root}")
-    return _finish(parts)
+    return _finish(res, parts)
 
 
 # ----------------------------------------------------------------------------- D: ISIC 2019
@@ -123,10 +138,11 @@ ISIC2019_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 
 def parse_isic2019(root: Path) -> ParseResult:
     root = Path(root)
+    res = ParseResult()
     gt = root / "ISIC_2019_Training_GroundTruth.csv"
     df = read_table(gt, ["image"] + ISIC2019_CLASSES, dataset="isic2019")
     check_unique(df, "image", gt)
-    df["diagnosis"] = _one_hot_diagnosis(df, ISIC2019_CLASSES, gt)
+    df = _one_hot_diagnosis(df, ISIC2019_CLASSES, gt, "image", res)
     df["label"] = (df["diagnosis"] == "MEL").astype(int)
     df["image_id"] = df["image"]
     meta = root / "ISIC_2019_Training_Metadata.csv"
@@ -134,10 +150,11 @@ def parse_isic2019(root: Path) -> ParseResult:
         m = read_table(meta, ["image", "lesion_id"], dataset="isic2019")
         df["lesion_id"] = df["image"].map(dict(zip(m["image"], m["lesion_id"]))).fillna("")
     df["split"] = "train"
-    files, _ = index_files(root / "ISIC_2019_Training_Input", root, JPG)
-    # ISIC 2019 ships some images with a "_downsampled" suffix; their id is the plain one.
-    files = {k.replace("_downsampled", ""): v for k, v in files.items()}
-    return _finish([attach_files(df, files, expected="ISIC_2019_Training_Input/{id}.jpg")])
+    # ISIC 2019 ships some images with a "_downsampled" suffix; their id is the plain one (a plain
+    # and a downsampled file of one id: the plain one is used, the other reported as a duplicate).
+    files, _ = index_files(root / "ISIC_2019_Training_Input", root, JPG, into=res,
+                           id_of=lambda p: p.stem.replace("_downsampled", ""))
+    return _finish(res, [attach_files(df, files, expected="ISIC_2019_Training_Input/{id}.jpg")])
 
 
 # ----------------------------------------------------------------------------- E: ISIC 2020
@@ -158,9 +175,10 @@ def parse_isic2020(root: Path) -> ParseResult:
         raise LabelFileError(f"{gt}: 'target' and 'benign_malignant' disagree for {bad}")
     df["image_id"] = df["image_name"]
     df["split"] = "train"
-    files, _ = index_files(root / "train", root, JPG)
+    res = ParseResult()
+    files, _ = index_files(root / "train", root, JPG, into=res)
     parts = [attach_files(df, files, expected="train/{id}.jpg")]
-    test_files, _ = index_files(root / "test", root, JPG)
+    test_files, _ = index_files(root / "test", root, JPG, into=res)
     if test_files:
         t = pd.DataFrame({"image_id": sorted(test_files)})
         t["path"] = t["image_id"].map(test_files)
@@ -168,12 +186,24 @@ def parse_isic2020(root: Path) -> ParseResult:
         t["diagnosis"] = "unlabelled (SIIM-ISIC leaderboard)"
         t["split"] = "test"
         parts.append((t, [], []))
-    res = _finish(parts)
+    res = _finish(res, parts)
     dups = root / "ISIC_2020_Training_Duplicates.csv"
     if dups.is_file():
         d = read_table(dups, ["image_name_1", "image_name_2"], dataset="isic2020")
-        res.notes.append(f"{len(d)} duplicate pairs listed in {dups.name}; kept together in one split")
-        res.records.attrs["duplicate_pairs"] = list(zip(d["image_name_1"], d["image_name_2"]))
+        known = set(df["image_name"])
+        pairs = list(zip(d["image_name_1"], d["image_name_2"]))
+        good = [(a, b) for a, b in pairs if a in known and b in known]
+        unknown = [(a, b) for a, b in pairs if a not in known or b not in known]
+        res.notes.append(f"{len(good)} of {len(pairs)} duplicate pairs listed in {dups.name} kept "
+                         "together in one split (where both images were ingested)")
+        if unknown:
+            res.notes.append(f"{len(unknown)} duplicate pair(s) in {dups.name} name image ids that "
+                             f"{gt.name} does not list, e.g. {list(unknown[0])}; those pairs were "
+                             "not used (listed in report.json under 'unused_duplicate_pairs')")
+            res.extra["unused_duplicate_pairs"] = [
+                {"image_name_1": a, "image_name_2": b,
+                 "unknown": [x for x in (a, b) if x not in known]} for a, b in unknown]
+        res.records.attrs["duplicate_pairs"] = good
     return res
 
 
@@ -192,8 +222,12 @@ def parse_ham10000(root: Path) -> ParseResult:
     df["label"] = (df["dx"].str.lower() == "mel").astype(int)
     df["diagnosis"] = df["dx"]
     df["split"] = "train"
-    files: dict[str, str] = {}
+    res = ParseResult()
+    # both parts in one index, so an id present in both is reported instead of one copy vanishing
+    cands: dict[str, list[Path]] = {}
     for part in ("HAM10000_images_part_1", "HAM10000_images_part_2"):
-        f, _ = index_files(root / part, root, JPG)
-        files.update(f)
-    return _finish([attach_files(df, files, expected="HAM10000_images_part_{{1,2}}/{id}.jpg")])
+        for p in walk_files(root / part, root, res):
+            if p.suffix.lower() in JPG:
+                cands.setdefault(p.stem, []).append(p)
+    files = pick_duplicates(cands, root, JPG, res)
+    return _finish(res, [attach_files(df, files, expected="HAM10000_images_part_{{1,2}}/{id}.jpg")])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,11 +48,105 @@ class LabelFileError(ValueError):
 
 @dataclass
 class ParseResult:
-    records: pd.DataFrame
+    records: pd.DataFrame = field(default_factory=lambda: records_frame([]))
     missing: list[dict] = field(default_factory=list)    # listed, file absent
     unlisted: list[dict] = field(default_factory=list)   # file present, not listed
     ignored: dict[str, int] = field(default_factory=dict)  # e.g. {"superpixels": 2750}
     notes: list[str] = field(default_factory=list)
+    outside: list[dict] = field(default_factory=list)    # resolves outside the release root: not read
+    duplicates: list[dict] = field(default_factory=list)  # a second file for one image id: not used
+    bad_labels: list[dict] = field(default_factory=list)  # listed rows whose label is undecidable
+    extra: dict = field(default_factory=dict)             # more report.json fields of one parser
+
+
+# ----------------------------------------------------------------------------- confinement
+#
+# Every path that comes from a label file or a directory walk must stay inside the release root
+# once every symbolic link and ``..`` is resolved; anything else is reported (reason
+# ``outside-root``) and never opened. A release folder that is itself a link is fine: the root is
+# resolved first.
+
+def real_root(root: Path) -> Path:
+    return Path(os.path.realpath(root))
+
+
+def confined(root: Path, path: Path) -> Path | None:
+    """``path`` resolved, if it lies inside the (resolved) release ``root``; else None."""
+    try:
+        real = Path(os.path.realpath(path))
+    except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte
+        return None
+    rr = real_root(root)
+    return real if real == rr or real.is_relative_to(rr) else None
+
+
+def outside_entry(root: Path, path: Path | str, *, source: str = "", resolve: bool = True) -> dict:
+    """A report entry for a path that escapes the release root (it is not opened). ``resolve``:
+    follow links to say where it leads; else the path is only normalised (``..``), untouched."""
+    p = Path(path)
+    full = p if p.is_absolute() else root / p
+    shown = full.relative_to(root).as_posix() if _lex_inside(root, full) else str(path)
+    try:
+        target = os.path.realpath(full) if resolve else os.path.normpath(full)
+    except (OSError, RuntimeError, ValueError):
+        target = "(unresolvable)"
+    return {"path": shown, "reason": "outside-root",
+            "detail": f"resolves to {target}, outside the release folder {real_root(root)}"
+                      + (f" (from {source})" if source else "")
+                      + "; copy the file into the release folder (links are not followed out)"}
+
+
+def _lex_inside(root: Path, p: Path) -> bool:
+    try:
+        p.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def walk_files(folder: Path, root: Path, into: ParseResult) -> list[Path]:
+    """Every regular file under ``folder`` (sorted, hidden names skipped) that resolves inside the
+    release ``root``. A file or folder that is a link to somewhere outside is reported in
+    ``into.outside`` (a folder once, without listing it); a folder reached twice through links is
+    walked once (counted in ``into.ignored``)."""
+    out: list[Path] = []
+    if not folder.is_dir():
+        return out
+    if confined(root, folder) is None:
+        into.outside.append(outside_entry(root, folder))
+        return out
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            into.ignored["folders reached twice through links"] = \
+                into.ignored.get("folders reached twice through links", 0) + 1
+            continue
+        seen.add(real)
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            full = Path(dirpath) / d
+            if confined(root, full) is None:
+                into.outside.append(outside_entry(root, full))
+            else:
+                keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            full = Path(dirpath) / name
+            real_f = confined(root, full)
+            if real_f is None:
+                into.outside.append(outside_entry(root, full))
+            elif real_f.is_file():
+                out.append(full)
+            else:  # a dangling link, a socket, a fifo
+                into.unlisted.append({"path": full.relative_to(root).as_posix(),
+                                      "reason": "not a regular file (dangling link?)"})
+    return sorted(out)
 
 
 def require_file(path: Path, what: str, dataset: str) -> Path:
@@ -69,6 +164,9 @@ def read_table(path: Path, required: list[str], *, dataset: str, header: bool = 
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
                          header=0 if header else None, names=names, **kw)
+    except pd.errors.EmptyDataError:
+        raise LabelFileError(f"{path}: the label file is empty (0 bytes or blank); download the "
+                             "release again") from None
     except (UnicodeDecodeError, pd.errors.ParserError, csv.Error) as e:
         raise LabelFileError(f"{path}: cannot parse as CSV ({e})") from e
     df.columns = [str(c).strip() for c in df.columns]
@@ -101,21 +199,38 @@ def check_unique(df: pd.DataFrame, col: str, path: Path) -> None:
 
 
 def index_files(folder: Path, root: Path, suffixes: tuple[str, ...],
-                exclude: tuple[str, ...] = ()) -> tuple[dict[str, str], int]:
-    """Map file stem → path relative to ``root`` for files under ``folder``; count excluded ones."""
-    found: dict[str, str] = {}
+                exclude: tuple[str, ...] = (), *, into: ParseResult,
+                id_of=lambda p: p.stem) -> tuple[dict[str, str], int]:
+    """Map image id (the file stem, or ``id_of(path)``) → path relative to ``root`` for files
+    under ``folder``; count excluded ones. Files resolving outside ``root`` go to ``into.outside``;
+    when several files give one id (``x.jpg`` and ``x.jpeg``), the one whose suffix comes first
+    in ``suffixes`` is used and the others go to ``into.duplicates``."""
+    cands: dict[str, list[Path]] = {}
     n_excluded = 0
-    if not folder.is_dir():
-        return found, 0
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file() or p.name.startswith("."):
-            continue
+    for p in walk_files(folder, root, into):
         if any(x in p.name for x in exclude):
             n_excluded += 1
             continue
         if p.suffix.lower() in suffixes:
-            found[p.stem] = p.relative_to(root).as_posix()
-    return found, n_excluded
+            cands.setdefault(id_of(p), []).append(p)
+    return pick_duplicates(cands, root, suffixes, into), n_excluded
+
+
+def pick_duplicates(cands: dict[str, list[Path]], root: Path, suffixes: tuple[str, ...],
+                    into: ParseResult) -> dict[str, str]:
+    """One file per image id: the preferred suffix (then the shortest, then the first path);
+    every other candidate is reported in ``into.duplicates``."""
+    rank = {s: i for i, s in enumerate(suffixes)}
+    found: dict[str, str] = {}
+    for iid, ps in cands.items():
+        ps = sorted(ps, key=lambda p: (rank.get(p.suffix.lower(), len(rank)), len(p.name), p.as_posix()))
+        found[iid] = ps[0].relative_to(root).as_posix()
+        for other in ps[1:]:
+            into.duplicates.append({"image_id": iid, "path": other.relative_to(root).as_posix(),
+                                    "reason": "duplicate-id",
+                                    "detail": f"another file gives the same image id; "
+                                              f"{found[iid]} is used, this one is not"})
+    return found
 
 
 def records_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .manifest import ParseResult, records_frame, require_file
+from .manifest import ParseResult, pick_duplicates, records_frame, require_file, walk_files
 
 CLASSES = {"melanoma": 1, "naevus": 0}
+SUFFIXES = (".jpg", ".jpeg")
 
 
 def parse_mednode(root: Path) -> ParseResult:
@@ -14,20 +15,25 @@ def parse_mednode(root: Path) -> ParseResult:
     base = root / "complete_mednode_dataset"
     if not base.is_dir():
         require_file(base / "melanoma", "folder complete_mednode_dataset/", "mednode")
-    rows, unlisted = [], []
+    rows, res = [], ParseResult()
     for cls, label in CLASSES.items():
         folder = base / cls
         if not folder.is_dir():
             raise FileNotFoundError(f"mednode: class folder {folder} is missing")
-        for p in sorted(folder.iterdir()):
-            if p.is_file() and not p.name.startswith("."):
-                if p.suffix.lower() in (".jpg", ".jpeg"):
-                    rows.append({"image_id": f"{cls}_{p.stem}", "path": p.relative_to(root).as_posix(),
-                                 "label": label, "diagnosis": cls, "split": "train"})
-                else:
-                    unlisted.append({"path": p.relative_to(root).as_posix(), "reason": "not a .jpg"})
+        cands: dict[str, list[Path]] = {}
+        for p in walk_files(folder, root, res):
+            if p.parent != folder:
+                res.unlisted.append({"path": p.relative_to(root).as_posix(),
+                                     "reason": "in a sub-folder of a class folder"})
+            elif p.suffix.lower() in SUFFIXES:
+                cands.setdefault(p.stem, []).append(p)
+            else:
+                res.unlisted.append({"path": p.relative_to(root).as_posix(), "reason": "not a .jpg"})
+        for stem, path in sorted(pick_duplicates(cands, root, SUFFIXES, res).items()):
+            rows.append({"image_id": f"{cls}_{stem}", "path": path, "label": label,
+                         "diagnosis": cls, "split": "train"})
     extra = sorted(d.name for d in base.iterdir() if d.is_dir() and d.name not in CLASSES)
-    res = ParseResult(records=records_frame(rows), unlisted=unlisted)
+    res.records = records_frame(rows)
     if extra:
         res.notes.append(f"folders ignored (not a class): {extra}")
     return res

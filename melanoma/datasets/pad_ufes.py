@@ -27,6 +27,8 @@ def parse_pad_ufes_20(root: Path) -> ParseResult:
     df["diagnosis"] = df["diagnostic"]
     df["image_id"] = df["img_id"].str.replace(r"\.png$", "", regex=True)
     df["split"] = "train"
-    files, _ = index_files(root / "images", root, (".png",))
+    res = ParseResult()
+    files, _ = index_files(root / "images", root, (".png",), into=res)
     present, missing, unlisted = attach_files(df, files, expected="images/imgs_part_?/{id}.png")
-    return ParseResult(records=records_frame(present), missing=missing, unlisted=unlisted)
+    res.records, res.missing, res.unlisted = records_frame(present), missing, res.unlisted + unlisted
+    return res

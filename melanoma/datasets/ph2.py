@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .manifest import LabelFileError, ParseResult, attach_files, require_file, records_frame
+from .manifest import (LabelFileError, ParseResult, attach_files, confined, outside_entry, require_file,
+                       records_frame)
 
 CLASSES = ("Common Nevus", "Atypical Nevus", "Melanoma")
 
@@ -79,13 +80,18 @@ def parse_ph2(root: Path) -> ParseResult:
     df["split"] = "train"
     img_root = root / "PH2 Dataset images"
     files, masks = {}, 0
+    res = ParseResult()
     if img_root.is_dir():
         for case in sorted(p for p in img_root.iterdir() if p.is_dir()):
             f = case / f"{case.name}_Dermoscopic_Image" / f"{case.name}.bmp"
-            if f.is_file():
+            if confined(root, f) is None:  # the case folder or the image is a link out of the root
+                res.outside.append(outside_entry(root, f))
+            elif f.is_file():
                 files[case.name] = f.relative_to(root).as_posix()
             masks += sum(1 for d in (f"{case.name}_lesion", f"{case.name}_roi") if (case / d).exists())
     present, missing, unlisted = attach_files(
         df, files, expected="PH2 Dataset images/{id}/{id}_Dermoscopic_Image/{id}.bmp")
-    return ParseResult(records=records_frame(present), missing=missing, unlisted=unlisted,
-                       ignored={"mask folders": masks}, notes=[f"labels read from {source.name}"])
+    res.records, res.missing, res.unlisted = records_frame(present), missing, unlisted
+    res.ignored["mask folders"] = masks
+    res.notes.append(f"labels read from {source.name}")
+    return res

@@ -1505,7 +1505,8 @@ class _one_blas_thread:
         return False
 
 
-def write_replicas(out_dir: str | Path, scale: float = 1.0, seed: int = 0) -> dict[str, Any]:
+def write_replicas(out_dir: str | Path, scale: float = 1.0, seed: int = 0,
+                   only: list[str] | None = None) -> dict[str, Any]:
     """Write SYNTHETIC miniature copies of all eleven releases in their official layouts.
 
     Parameters
@@ -1518,6 +1519,10 @@ def write_replicas(out_dir: str | Path, scale: float = 1.0, seed: int = 0) -> di
         :data:`MIN_PER_CLASS` images per split. ``1.0`` writes about 2,000 images.
     seed : int
         Seed of everything drawn; the same seed gives byte-identical files.
+    only : list of str, optional
+        Write just these releases (short names). A release whose planted copies come from
+        another release (e.g. Kaggle from ISIC 2017) needs that release in the list too; a
+        ``ValueError`` names it.
 
     Returns
     -------
@@ -1529,13 +1534,18 @@ def write_replicas(out_dir: str | Path, scale: float = 1.0, seed: int = 0) -> di
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     w = _Writer(out, float(scale), int(seed))
-    for short in DATASETS:  # never delete anything but an earlier replica
+    if only is not None:
+        unknown = sorted(set(only) - set(DATASETS))
+        if unknown:
+            raise ValueError(f"only: unknown release(s) {unknown}; valid: {list(DATASETS)}")
+    todo = [s for s in DATASETS if only is None or s in only]
+    for short in todo:  # never delete anything but an earlier replica
         target = out / short
         if target.exists() and any(target.iterdir()) and not (target / "SYNTHETIC.json").exists():
             raise FileExistsError(f"{target} exists and is not a synthetic replica "
                                   "(no SYNTHETIC.json); refusing to overwrite it")
     with _one_blas_thread():
-        for short in DATASETS:
+        for short in todo:
             target = out / short
             if target.exists():
                 shutil.rmtree(target)
@@ -1544,13 +1554,17 @@ def write_replicas(out_dir: str | Path, scale: float = 1.0, seed: int = 0) -> di
             (target / "SYNTHETIC.json").write_text(
                 json.dumps({"synthetic": True, "generator": GENERATOR, "complete": False}) + "\n",
                 encoding="utf-8")
-            _WRITERS[short](w)
+            try:
+                _WRITERS[short](w)
+            except KeyError as e:
+                raise ValueError(f"only: the {short} replica copies images of {e.args[0]}; "
+                                 f"add {e.args[0]!r} to only") from None
     pairs = _planted_pairs(w)
     _write_csv(out / "PLANTED_DUPLICATES.csv",
                ["kind", "dataset_a", "image_id_a", "dataset_b", "image_id_b"], pairs)
     counts = {s: {sp: dict(c) for sp, c in json.loads(
-        (out / s / "SYNTHETIC.json").read_text())["counts"].items()} for s in DATASETS}
-    n_files = sum(1 for s in DATASETS for p in (out / s).rglob("*") if p.is_file())
+        (out / s / "SYNTHETIC.json").read_text())["counts"].items()} for s in todo}
+    n_files = sum(1 for s in todo for p in (out / s).rglob("*") if p.is_file())
     return {"out_dir": str(out), "seed": int(seed), "scale": float(scale),
             "seconds": round(time.perf_counter() - t0, 3),
             "n_images": sum(len(v) for v in w.recs.values()), "n_files": n_files,
