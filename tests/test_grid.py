@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,90 @@ def test_snakemake_dry_run_paper_grid(tmp_path):
     assert len(grouped) == 216 and all(w[1] == "1" for w in grouped), out[-2000:]
     assert not any(line.split()[:1] == ["train"] for line in out.splitlines())  # no run trains alone
     assert not (tmp_path / "results" / "runs").exists()  # nothing ran
+
+
+def _notebook_parameters(name: str) -> dict:
+    """The defaults of a notebook's `parameters` cell."""
+    import json
+
+    nb = json.loads((REPO / "notebooks" / name).read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    ns: dict = {}
+    exec("".join(cell["source"]), ns)
+    return {k: v for k, v in ns.items() if not k.startswith("__")}
+
+
+@pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake not installed in this environment")
+def test_training_jobs_pass_every_reject_setting_to_notebook_04(tmp_path):
+    """The demo grid (grouped runs, runs alone, a leakage twin), with a model override: every run is
+    calibrated and rejected once, inside its training job, and notebook 04 gets every rejection
+    setting: the grid's and the override's where set, else the notebook's own defaults. And every
+    job that is not local is of a kind the resume-on-a-cluster check lists (Snakefile
+    slurm_comments: ingest, features, train, train_<group>, export_web): release_fingerprint runs
+    in the head process."""
+    import shlex
+
+    import yaml
+
+    g = yaml.safe_load((REPO / "params" / "demo.yaml").read_text())
+    g.update(work=str(tmp_path / "work"), results=str(tmp_path / "results"))
+    g["model_overrides"]["resnet18"]["reject"] = {"method": "sgr", "alpha": 0.2, "risk_target": 0.3}
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(g))
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "WORK", "RESULTS")}
+    r = subprocess.run([str(SNAKEMAKE), "-s", str(REPO / "workflow" / "Snakefile"), "-n", "-p",
+                        "--config", f"grid={grid}", "--cores", "1", "--directory", str(tmp_path)],
+                       cwd=REPO, env=dict(env, MELANOMA_BOOK=str(tmp_path / "book")),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    loaded = load_grid(grid)
+    runs, grouped = expand(loaded), groups(loaded)
+    assert any(len(ids) > 1 for ids in grouped.values())
+    solo = [rid for rid in runs if not any(rid in ids for ids in grouped.values())]
+    assert solo and any(rid.endswith("__keep") for rid in runs)
+
+    steps: dict[tuple[str, str], list[dict]] = {}
+    for line in out.splitlines():
+        if " nbrun " not in line:
+            continue
+        toks = shlex.split(line)
+        chunks, cur = [], []
+        for t in toks:
+            if t in ("--then", "&&"):
+                chunks.append(cur)
+                cur = []
+            else:
+                cur.append(t)
+        chunks.append(cur)
+        for c in chunks:
+            if "nbrun" in c:
+                c = c[c.index("nbrun") + 1:]
+            if not c or not c[0].endswith(("03_calibrate.ipynb", "04_reject.ipynb")):
+                continue
+            ps = {c[i + 1]: c[i + 2] for i, t in enumerate(c) if t == "-p"}
+            steps.setdefault((Path(ps["run_dir"]).name, Path(c[0]).name), []).append(ps)
+    nb04 = _notebook_parameters("04_reject.ipynb")
+    for rid, p in runs.items():
+        assert len(steps.get((rid, "03_calibrate.ipynb"), [])) == 1, rid
+        (ps,) = steps[(rid, "04_reject.ipynb")]
+        want = {k: nb04[k] for k in ("mode", "grid", "min_coverage", "bootstrap", "method", "conformal_alpha",
+                                     "risk_target", "risk_delta")}
+        want.update(mode="relative", min_coverage=0.8, bootstrap=200)  # the demo grid's reject:
+        if p.model == "resnet18":
+            want.update(method="sgr", conformal_alpha=0.2, risk_target=0.3)
+        assert want["grid"] == "auto" and want["risk_delta"] == 0.05  # the notebook's defaults
+        assert {k: v for k, v in ps.items() if k != "run_dir"} == {k: str(v) for k, v in want.items()}, rid
+
+    # (a dry run prints every job as "rule X:", so which are local is read from the Snakefile's
+    # `localrules:` declaration; a cluster run checks the submitted kinds: tests/test_slurm.py)
+    jobs = {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):$", out, re.M)}
+    decl = re.search(r"^localrules: (.*)$", (REPO / "workflow" / "Snakefile").read_text(), re.M).group(1)
+    local = {x.strip() for x in decl.split(",")}
+    assert {"synth", "release_fingerprint", "report", "book", "all"} == local
+    remote = jobs - local
+    assert {"ingest", "features", "train"} <= remote
+    assert {k for k in remote if not k.startswith("train_")} <= {"ingest", "features", "train", "export_web"}, remote
 
 
 def test_groups_pack_resident_runs_of_one_model(tmp_path, monkeypatch):
