@@ -277,6 +277,13 @@ def cmd_retry(a) -> int:
     return 0
 
 
+def cmd_locked(a) -> int:
+    from .pipeline import run_locked
+
+    cmd = a.command_[1:] if a.command_[:1] == ["--"] else a.command_
+    return run_locked(a.grid, cmd, a.workdir)
+
+
 def cmd_demo(a) -> int:
     """The embedded default, end to end."""
     from .pipeline import run_demo
@@ -467,6 +474,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="retry runs that did not fail too (retrains them)")
     s.add_argument("--cores", type=int, default=None, help="parallel jobs (default: all cores)")
     s.set_defaults(func=cmd_retry)
+
+    s = sub.add_parser("locked", help="run a Snakemake command of a grid under the grid's run lock "
+                       "(one writer per grid; `make slurm-demo` runs its Snakemake so)")
+    s.add_argument("--grid", required=True, help="the grid file the command runs (its results folder holds the lock)")
+    s.add_argument("--workdir", type=Path, default=Path.cwd(),
+                   help="Snakemake's working directory (its --directory; default: here): a killed run's "
+                        "Snakemake lock there is removed first, unless a live Snakemake that takes locks works there")
+    s.add_argument("command_", nargs=argparse.REMAINDER, metavar="-- SNAKEMAKE ...",
+                   help="the command (it also gets --unlock --quiet appended for the unlock)")
+    s.set_defaults(func=cmd_locked)
 
     s = sub.add_parser("demo", help="a grid from nothing to the built book (default: the synthetic demo)")
     s.add_argument("--grid", default="params/demo.yaml", help="grid file (default params/demo.yaml)")

@@ -85,7 +85,9 @@ def snakemake_cmd(grid_file: str | Path, cores: int | None = None, extra: list[s
 
 
 def live_snakemakes(workdir: str | Path = REPO) -> list[int]:
-    """Pids of live Snakemake processes whose working folder is ``workdir`` (Linux ``/proc``)."""
+    """Pids of live Snakemake processes whose working folder is ``workdir`` (Linux ``/proc``) and
+    that take locks: one started with ``--nolock`` holds none (every cluster job's own Snakemake
+    runs so; after a killed head they run on, and its stale lock must still be removable)."""
     workdir = os.path.realpath(workdir)
     pids = []
     for d in Path("/proc").glob("[0-9]*"):
@@ -93,6 +95,8 @@ def live_snakemakes(workdir: str | Path = REPO) -> list[int]:
             argv = (d / "cmdline").read_bytes().split(b"\0")
             if not any(os.path.basename(a.decode(errors="replace")) == "snakemake" for a in argv[:3]) \
                     and b"snakemake" not in argv[1:3]:
+                continue
+            if b"--nolock" in argv:
                 continue
             if os.path.realpath(d / "cwd") == workdir and int(d.name) != os.getpid():
                 pids.append(int(d.name))
@@ -105,15 +109,33 @@ def unlock(grid_file: str | Path) -> bool:
     """Remove the lock a killed Snakemake leaves behind (it refuses to start otherwise) — only when
     no live Snakemake works in this repository: its locks are shared by every grid run from here.
     Returns whether it unlocked."""
-    live = live_snakemakes(REPO)
+    cmd = snakemake_cmd(grid_file, 1)[:5] + ["--unlock", "--quiet"]  # exe -s Snakefile --config grid=
+    return unlock_with(cmd, REPO)
+
+
+def unlock_with(unlock_cmd: list[str], workdir: str | Path, *, cwd: str | Path = REPO) -> bool:
+    """Run ``unlock_cmd`` (a Snakemake ``--unlock``) unless a live Snakemake that takes locks works
+    in ``workdir`` (Snakemake's working directory, where its ``.snakemake/locks`` are)."""
+    live = live_snakemakes(workdir)
     if live:
-        print(f"note: Snakemake is running in {REPO} (pid {', '.join(map(str, live))}); its locks are "
+        print(f"note: Snakemake is running in {workdir} (pid {', '.join(map(str, live))}); its locks are "
               "left alone (if it holds files of this grid, Snakemake will say the directory is locked: "
               "wait for it, then rerun)", flush=True)
         return False
-    cmd = snakemake_cmd(grid_file, 1)[:5] + ["--unlock", "--quiet"]  # exe -s Snakefile --config grid=
-    subprocess.run(cmd, cwd=REPO, capture_output=True)
+    subprocess.run(unlock_cmd, cwd=cwd, capture_output=True)
     return True
+
+
+def run_locked(grid_file: str | Path, cmd: list[str], workdir: str | Path = REPO) -> int:
+    """Run ``cmd``, a Snakemake of ``grid_file`` (e.g. through the SLURM executor), under the grid's
+    run lock, as ``melanoma demo`` runs its own: a killed earlier run's Snakemake lock in ``workdir``
+    is removed first (``cmd --unlock``, unless a live locking Snakemake works there). Returns its
+    exit status. ``workflow/slurm/demo.sh`` (``make slurm-demo``) runs its Snakemake this way."""
+    if not cmd:
+        raise ValueError("no command to run")
+    with grid_lock(grid_file):
+        unlock_with([*cmd, "--unlock", "--quiet"], workdir, cwd=Path.cwd())
+        return subprocess.run(cmd).returncode
 
 
 def _snakemake(grid_file: str | Path, cores: int | None, extra: list[str] = (),

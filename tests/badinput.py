@@ -1462,6 +1462,55 @@ def lock_live_snakemake(tmp, ctx):
         p.wait()
 
 
+@case("one writer", "a killed head's Snakemake lock while its cluster jobs' Snakemakes (`--nolock`) run on",
+      "not counted as live writers (they hold no lock): the lock is removed, so the rerun can resume")
+def lock_cluster_jobs_running(tmp, ctx):
+    from melanoma.pipeline import live_snakemakes, unlock_with
+
+    fake = tmp / "bin" / "snakemake"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nsleep 60\n")
+    fake.chmod(0o755)
+    wd = tmp / "wd"
+    wd.mkdir()
+    job = subprocess.Popen([str(fake), "--snakefile", "S", "--nolock", "--mode", "remote"], cwd=wd)
+    head = None
+    try:
+        time.sleep(0.3)
+        assert job.poll() is None and job.pid not in live_snakemakes(wd)
+        marker = tmp / "unlocked"
+        assert unlock_with(["sh", "-c", f"touch {marker}"], wd) is True and marker.exists()
+        head = subprocess.Popen([str(fake), "--snakefile", "S"], cwd=wd)  # a head takes locks: counted
+        for _ in range(100):
+            if head.pid in live_snakemakes(wd):
+                break
+            time.sleep(0.05)
+        marker.unlink()
+        assert head.pid in live_snakemakes(wd) and unlock_with(["sh", "-c", f"touch {marker}"], wd) is False
+        assert not marker.exists()
+    finally:
+        for p in (job, head):
+            if p is not None:
+                p.kill()
+                p.wait()
+
+
+@case("one writer", "`melanoma locked` (`make slurm-demo`'s Snakemake) on a grid another run holds",
+      "refuses with the owner's pid; its command never runs")
+def lock_locked_command(tmp, ctx):
+    g = _grid(tmp, GOOD)
+    p = _holder(g, tmp)
+    try:
+        marker = tmp / "ran"
+        rc, out = cli("locked", "--grid", g, "--workdir", tmp, "--", "sh", "-c", f"touch {marker}")
+        assert rc == 2 and f"being run by pid {p.pid}" in out and not marker.exists()
+    finally:
+        p.kill()
+        p.wait()
+    rc, out = cli("locked", "--grid", g, "--workdir", tmp, "--", "sh", "-c", "exit 3")
+    assert rc == 3  # once free, the command runs under the lock and its exit status is passed on
+
+
 @case("one writer", "`melanoma retry` with a run id not in the grid", "`ParamError` with did you mean")
 def retry_unknown_run(tmp, ctx):
     rc, out = cli("retry", "meshnet__C", "--grid", _grid(tmp, GOOD))

@@ -12,7 +12,8 @@
 # repository), SLURM_STATUS_S (seconds before the executor's first status check; default 5 here,
 # the plugin's 40 s is meant for busy shared controllers). Extra arguments go to Snakemake.
 # Rerun after an interruption: the same command (finished jobs are kept; jobs an earlier run left
-# running are waited for, never submitted twice: melanoma/cluster.py).
+# running are waited for, never submitted twice: melanoma/cluster.py). One run per grid at a time
+# (the grid's run lock, as `melanoma demo`/`retry`).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -48,14 +49,16 @@ fi
 
 cmd=("$SNAKEMAKE" -s "$REPO/workflow/Snakefile" --directory "$SNAKEMAKE_DIR" --config "grid=$GRID"
      --workflow-profile "$PROFILE" --slurm-init-seconds-before-status-checks "${SLURM_STATUS_S:-5}" "$@")
-# a killed earlier run leaves Snakemake's lock behind (as `melanoma demo` does, unlock first)
-"${cmd[@]}" --unlock --quiet >/dev/null 2>&1 || true
 say "\$ ${cmd[*]}"
 t0=$SECONDS
 mkdir -p "$SNAKEMAKE_DIR/.snakemake"
 marker="$(mktemp "$SNAKEMAKE_DIR/.snakemake/.slurm-demo-start.XXXXXX")"
 rc=0
-"${cmd[@]}" || rc=$?
+# One writer per grid, as `melanoma demo`: Snakemake runs under the grid's run lock
+# (results/<grid>/.melanoma.lock; a second run of the grid refuses to start and names this one),
+# and the lock a killed earlier head left in $SNAKEMAKE_DIR/.snakemake is removed first, unless a
+# live Snakemake that takes locks works there (the SLURM jobs' own run with --nolock: not counted).
+"$PY" -m melanoma.cli locked --grid "$GRID" --workdir "$SNAKEMAKE_DIR" -- "${cmd[@]}" || rc=$?
 # this run's Snakemake log(s): the ones written since it started
 n="$(find "$SNAKEMAKE_DIR/.snakemake/log" -name '*.snakemake.log' -newer "$marker" -exec cat {} + 2>/dev/null \
       | grep -c "has been submitted with SLURM jobid" || true)"
