@@ -198,11 +198,12 @@ def test_external_release_is_scored_whole_with_the_combinations_validation(tmp_p
     from melanoma.datasets.synthetic import write_replicas
 
     data = tmp_path_factory.mktemp("ph2data")
+    small = tmp_path_factory.mktemp("isicdata")
     write_replicas(data, scale=10 / 3, only=["ph2"])              # PH2's real size: 200 images, 40 melanoma
-    write_replicas(data / "small", scale=0.3, only=["isic2016", "isic2017"])
+    write_replicas(small, scale=0.3, only=["isic2016", "isic2017"])
     work = tmp_path_factory.mktemp("ph2work")
     ingest_all(data, work, progress=False)
-    ingest_all(data / "small", work, progress=False)
+    ingest_all(small, work, progress=False)
     out = train_run(_params(work, tmp_path_factory.mktemp("r") / "B", model="efficientnet_lite0",
                             weights="imagenet", freeze="backbone", image_size=64, augment=False,
                             eval_sets=["isic2017", "ph2"]), progress=False, log=_quiet)
