@@ -64,14 +64,15 @@ def resolve(path: str | os.PathLike | None, default: str | os.PathLike = "") -> 
 
 
 def find_file(path: str | os.PathLike, what: str = "file") -> Path:
-    """A file named on the command line: relative to the current folder first, then to the
-    project's sources (so ``--grid params/demo.yaml`` works from any folder); else an error
-    naming both places."""
+    """A path named on the command line, absolute: relative to the current folder first, then to
+    :func:`home`, then to the project's sources (so ``--grid params/demo.yaml`` works from any
+    folder); else a ``FileNotFoundError`` naming the places it looked."""
     p = Path(os.path.expanduser(str(path)))
     if p.is_absolute() or p.exists():
         return p.resolve()
-    src = sources() / p
-    if src.exists():
-        return src
-    raise FileNotFoundError(f"{what} {path} not found in the current folder ({Path.cwd()}) "
-                            f"nor in the project ({sources()})")
+    places = list(dict.fromkeys([home(), sources()]))
+    for base in places:
+        if (base / p).exists():
+            return base / p
+    raise FileNotFoundError(f"{what} {path} not found in the current folder ({Path.cwd()}) nor in "
+                            + " nor in ".join(str(b) for b in places))
