@@ -412,8 +412,8 @@ def write_run_params(grid: Grid) -> dict[str, Path]:
 
 def find_grid_file(arg: str | os.PathLike) -> Path:
     """A grid YAML, or a results folder holding the copy ``grid.yaml`` that expand wrote; a
-    relative path is looked up in the current folder first, then in the project's sources (so
-    ``params/demo.yaml`` works from any folder). Returns an absolute path."""
+    relative path is looked up in the current folder first, then in the home, then in the
+    project's sources (so ``params/demo.yaml`` works from any folder). Returns an absolute path."""
     try:
         p = find_file(arg, "grid")
     except FileNotFoundError as e:
