@@ -11,10 +11,10 @@
 * :func:`resolve` — a path parameter: absolute as given, ``~`` expanded, relative ones against
   :func:`home`, ``""`` the given default under it.
 
->>> import os; os.environ["MELANOMA_HOME"] = "/tmp/mh"
+>>> import os; saved = os.environ.get("MELANOMA_HOME"); os.environ["MELANOMA_HOME"] = "/tmp/mh"
 >>> str(resolve("work/runs/x")), str(resolve("", "work")), str(resolve("/abs"))
 ('/tmp/mh/work/runs/x', '/tmp/mh/work', '/abs')
->>> del os.environ["MELANOMA_HOME"]
+>>> os.environ.pop("MELANOMA_HOME") and os.environ.update({"MELANOMA_HOME": saved} if saved else {})
 """
 
 from __future__ import annotations

@@ -76,3 +76,34 @@ def test_train_params_one_recipe_and_where_runs_go(tmp_path):
     write_yaml(pf, {**p.to_dict(), "train": "A"})
     (s,) = defaults.train_params(params_file=str(pf))  # the workflow's file wins over the values
     assert s.train == "A" and s.out == p.out
+
+
+def test_doctests_of_home_and_provenance():
+    import doctest
+
+    from melanoma import provenance
+
+    assert doctest.testmod(home).failed == 0 and doctest.testmod(provenance).failed == 0
+
+
+def test_notebook_helpers_for_tables_and_learning_curves():
+    """The blocks the notebooks no longer hold: the learning curves figure and the confusion table."""
+    import pandas as pd
+
+    from melanoma import evaluate, plots
+
+    h = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.7, 0.5, 0.4], "val_loss": [0.7, 0.6, 0.65],
+                      "train_accuracy": [0.5, 0.7, 0.8], "val_accuracy": [0.5, 0.6, 0.6], "val_auc": [0.5, 0.7, 0.7]})
+    fig = plots.learning_curves({"a": h, "b": h}, best={"a": 2}, tag=" (SYNTHETIC)")
+    assert len(fig.axes) == 4 and fig.axes[0].get_title() == "a: loss (SYNTHETIC)"
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == \
+        ["train accuracy", "validation accuracy", "validation AUC"]
+    assert len(fig.axes[2].get_legend().get_texts()) == 2  # no checkpoint line for b
+    with pytest.raises(ValueError, match=r"histories\['a'\] is missing keys \['val_auc'\]"):
+        plots.learning_curves({"a": h.drop(columns="val_auc")})
+    pred = pd.DataFrame({"run_id": "r", "eval_set": "isic2017", "split": ["val"] * 4 + ["test", "val"],
+                         "label": [1, 1, 0, 0, 1, -1], "p_melanoma": [0.9, 0.2, 0.1, 0.6, 0.9, 0.9]})
+    t = evaluate.confusion_table(pred)
+    assert t.loc[("r", "isic2017", "melanoma"), "melanoma"] == 1 and t.values.sum() == 4
+    with pytest.raises(ValueError, match="threshold must be in"):
+        evaluate.confusion_table(pred, threshold=1.5)
