@@ -27,7 +27,8 @@ SYNTHETIC = {"scale": 1.0, "seed": 0}
 #: The evaluation sets notebook 01 reports leakage against by default.
 EVAL_SETS = "ISIC2017,ISIC2018,_7_point_criteria,KaggleMB"
 #: The default run's recipe: notebook 02's parameter defaults, and the run 03/04 use by default.
-#: A linear probe on cached EfficientNet-Lite0 ImageNet features (the fast path; seconds on a CPU).
+#: A linear probe on cached EfficientNet-Lite0 ImageNet features (the fast path: about a minute on a
+#: CPU the first time, for the features; the demo grid caches the same ones).
 RECIPE: dict[str, Any] = dict(
     model="efficientnet_lite0", weights="imagenet", freeze="backbone", train="B",
     eval_sets="ISIC2017,ISIC2018", leakage="drop", epochs=0, image_size=128, views=0,
@@ -56,7 +57,7 @@ def ensure_replicas(work: str | Path = "", *, scale: float | None = None, seed: 
         seed = SYNTHETIC["seed"] if seed is None else seed
         print(f"writing the SYNTHETIC replicas of the 11 releases to {out} (first use; scale {scale}, seed {seed})",
               flush=True)
-        summary = write_replicas(out, scale=scale, seed=seed)
+        summary = write_replicas(out, scale=scale, seed=seed, progress=True)
         write_json(out / "replicas.json", summary)
     return out
 

@@ -238,3 +238,15 @@ def test_notebooks_run_in_order_with_defaults_on_an_empty_home(tmp_path):
         executed[name] = tmp_path / f"pm-{name}"
     assert not (tmp_path / "elsewhere" / "work").exists() and not any(cwd.iterdir())
     _check_home(tmp_path / "home2", executed)
+
+
+def test_notebook_02_defaults_are_the_default_recipe():
+    """One recipe: what 02 trains with its defaults is the run 03 and 04 use (melanoma.defaults.RECIPE)."""
+    import ast
+
+    from melanoma.defaults import RECIPE
+
+    cell = _parameters_cell(nbformat.read(NOTEBOOKS / "02_train.ipynb", as_version=4))
+    values = {n.target.id: ast.literal_eval(n.value) for n in ast.parse(cell.source).body}
+    assert {k: values[k] for k in RECIPE} == RECIPE
+    assert values["out"] == values["work"] == values["params_file"] == values["params_files"] == ""
