@@ -247,7 +247,9 @@ def run_demo(grid_file: str | Path = "params/demo.yaml", cores: int | None = Non
             _show("FLAGGED rejection results (not ranked)", f[["eval_set", "run_id", "coverage", "flag_text"]])
         runs = pd.read_parquet(grid.results / "runs.parquet")
         print(f"\n{len(runs)} runs; failed: {int((runs['failed_step'] != '').sum())}")
-    index = REPO / "book" / "_build" / "html" / "index.html"
+    from .book import BOOK
+
+    index = BOOK / "_build" / "html" / "index.html"
     print(f"\nwall time {wall:.0f} s; book: {index if index.is_file() else 'NOT BUILT'}")
     if rc != 0:
         raise RuntimeError(f"snakemake exited with {rc}; see its log above")

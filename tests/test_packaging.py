@@ -196,7 +196,7 @@ def test_non_editable_install_carries_the_workflow_and_notebooks(tmp_path):
         p.name for p in (REPO / "notebooks").glob("*.ipynb"))
     cwd = tmp_path / "user"
     cwd.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "MELANOMA_HOME"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MELANOMA_HOME", "MELANOMA_BOOK")}
     env["PYTHONPATH"] = str(target)
     py = lambda *a, **kw: subprocess.run([sys.executable, *a], cwd=cwd, env=env, capture_output=True, text=True,
                                          timeout=300, **kw)
@@ -205,6 +205,8 @@ def test_non_editable_install_carries_the_workflow_and_notebooks(tmp_path):
     r = py("-m", "melanoma.cli", "grid", "expand", "params/demo.yaml")
     assert r.returncode == 0 and "efficientnet_lite0__B" in r.stdout.split(), r.stderr
     assert (cwd / "results" / "demo" / "params" / "efficientnet_lite0__B.yaml").is_file()
+    r = py("-c", "from melanoma.book import BOOK; print(BOOK)")  # built in the home, not in the package
+    assert r.returncode == 0 and r.stdout.strip() == str(cwd / "book"), r.stdout + r.stderr
     r = subprocess.run([str(VENV_BIN / "snakemake"), "-n", "-s", str(project / "workflow" / "Snakefile"),
                         "--config", f"grid={project / 'params' / 'demo.yaml'}", "--cores", "2"],
                        cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
