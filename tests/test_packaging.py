@@ -191,6 +191,9 @@ def test_non_editable_install_carries_the_workflow_and_notebooks(tmp_path):
                         "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     project = target / "melanoma" / "_project"
+    from melanoma.home import PROJECT_DIRS
+
+    assert sorted(p.name for p in project.iterdir()) == sorted(PROJECT_DIRS)
     assert (project / "workflow" / "Snakefile").is_file() and (project / "params" / "demo.yaml").is_file()
     assert sorted(p.name for p in (project / "notebooks").glob("*.ipynb")) == sorted(
         p.name for p in (REPO / "notebooks").glob("*.ipynb"))
