@@ -24,6 +24,24 @@ browser:
 
 venv: $(STAMP)
 
+## JupyterLab on the notebooks with the project's kernel: the kernel spec `python3` that `make venv`
+## registers in .venv/share/jupyter (it runs .venv/bin/python), put first on JUPYTER_PATH so that a
+## user-level `python3` kernel of another Python cannot shadow it. LAB_ARGS: more options.
+LAB_ARGS ?=
+.PHONY: lab
+lab: $(STAMP)
+	JUPYTER_PATH="$(abspath $(VENV))/share/jupyter" $(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" notebooks/01_ingest.ipynb $(LAB_ARGS)
+
+## requirements.lock: the exact versions of this .venv (pip freeze), for `pip install -r requirements.lock`.
+.PHONY: lock
+lock: $(STAMP)
+	@{ echo "# The exact environment of \`make venv\` (pip freeze; made by \`make lock\`): Python $$($(PY) -c 'import platform; print(platform.python_version())'), $$(uname -sm)."; \
+	  echo "# Install: python3 -m venv .venv && .venv/bin/pip install -r requirements.lock && make venv"; \
+	  echo "# torch is the CUDA build that PyPI serves for Linux (the nvidia-* wheels); the ranges are in pyproject.toml."; \
+	  $(PY) -m pip freeze --exclude-editable --exclude melanoma; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock
+	@echo "requirements.lock: $$(grep -c '==' requirements.lock) pinned packages"
+
 ## The main job on the embedded default: synthetic data -> Snakemake grid -> book/_build/html.
 demo: $(STAMP)
 	$(VENV)/bin/melanoma demo --grid $(GRID)

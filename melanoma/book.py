@@ -19,13 +19,15 @@ import pandas as pd
 
 from .datasets import get
 from .grid import REPO, Grid, load_grid
+from .home import home, repository
 from .io import read_json, write_text
 from .report import fmt, fmt_ci
 
 SOURCE = REPO / "book"
-#: Where the book is rendered and built: the repository's book/ by default; tests and parallel
-#: grids set MELANOMA_BOOK to another folder (the sources are copied there first).
-BOOK = Path(os.environ.get("MELANOMA_BOOK", SOURCE)).resolve()
+#: Where the book is rendered and built: the repository's book/ by default (HOME/book for a
+#: non-editable install, never inside the installed package); tests and parallel grids set
+#: MELANOMA_BOOK to another folder (the sources are copied there first).
+BOOK = Path(os.environ.get("MELANOMA_BOOK") or (SOURCE if repository() else home() / "book")).resolve()
 GEN = BOOK / "_generated"
 TABLE1_METRICS = [("precision", "Precision"), ("specificity", "Specificity"), ("sensitivity", "Sensitivity"),
                   ("f1", "F-1"), ("accuracy", "Accuracy"), ("auc", "AUC-ROC")]

@@ -119,9 +119,9 @@ def cmd_features(a) -> int:
 
 
 def cmd_grid(a) -> int:
-    from .grid import expand, load_grid, write_run_params
+    from .grid import expand, find_grid_file, load_grid, write_run_params
 
-    g = load_grid(a.grid_file)
+    g = load_grid(find_grid_file(a.grid_file))
     runs = expand(g)
     if a.action == "expand":
         write_run_params(g)
@@ -294,9 +294,47 @@ def cmd_demo(a) -> int:
 
 # ----------------------------------------------------------------------------- parser
 
+def _version() -> str:
+    """``melanoma 0.1.0 (Python 3.11.7, torch 2.4.1+cu121)``; the installed distribution's version
+    (the package's own when it is not installed)."""
+    import platform
+    from importlib import metadata
+
+    from . import __version__
+
+    try:
+        v = metadata.version("melanoma")
+    except metadata.PackageNotFoundError:
+        v = __version__
+    try:
+        torch = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch = "not installed"
+    return f"melanoma {v} (Python {platform.python_version()}, torch {torch}); sources: {_sources()}"
+
+
+class _Version(argparse.Action):
+    """``--version`` printed as one line (argparse's own action wraps it at the terminal width)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
+
+
+def _sources() -> str:
+    from .home import repository, sources
+
+    try:
+        return f"{sources()}" + ("" if repository() else " (packaged)")
+    except FileNotFoundError as e:
+        return f"missing ({e})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="melanoma", description="Melanoma detection with uncertainty "
                                 "quantification: ingest, train, calibrate, reject, report.")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version, Python, torch and where "
+                   "the sources are, and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("synth", help="write SYNTHETIC replicas of all 11 releases in their official layouts")

@@ -857,3 +857,69 @@ def metrics_table(blocks: dict, metrics=("precision", "sensitivity", "specificit
         else:
             rows.append({"": label, **{m: _ci(b, m) for m in metrics}, "n": b["n"], "note": ""})
     return pd.DataFrame(rows).set_index("")
+
+
+def temperature_table(result: dict) -> pd.DataFrame:
+    """Temperature scaling per evaluation set (a ``calibrate_run`` result): ``T`` and ECE, Brier
+    and NLL before → after on the validation split it was fitted on and on the test split."""
+    rows = []
+    for es, e in result["eval_sets"].items():
+        t = e.get("temperature", {"skipped": e.get("skipped", "")})
+        if "skipped" in t:
+            rows.append({"eval set": es, "T": None, "note": t["skipped"]})
+            continue
+        for split in ("val", "test"):
+            rows.append({"eval set": es, "split": split, "T": t["T"],
+                         **{k: t[split][k] for k in ("ece_before", "ece_after", "brier_before", "brier_after",
+                                                     "nll_before", "nll_after")}})
+    return pd.DataFrame(rows).round(4)
+
+
+def _done(result: dict) -> dict:
+    return {es: e for es, e in result["eval_sets"].items() if "skipped" not in e}
+
+
+def thresholds_table(result: dict) -> pd.DataFrame:
+    """The thresholds a ``reject_run`` chose on validation: value, fraction r, coverage on
+    validation and test, the objective, ``T`` and the flags, one row per evaluation set."""
+    return pd.DataFrame([
+        {"eval set": es, f"threshold ({e['threshold_unit']})": e["threshold"], "r": e["fraction"],
+         "val coverage": e["val_coverage"], "val n": e["val_search"]["n"], "val from": e["val_source"],
+         "objective ½(ECE+Brier)": e["val_search"]["objective"], "test coverage": e["coverage"],
+         "T": e.get("temperature", {}).get("T"), "flags": flag_text(e["flags"])}
+        for es, e in _done(result).items()])
+
+
+def rejection_counts_table(result: dict) -> pd.DataFrame:
+    """False positives / negatives before and after rejection, AURC (with CI), E-AURC and the
+    selective risk at fixed coverages, one row per evaluation set of a ``reject_run`` result."""
+    return pd.DataFrame([
+        {"eval set": es, "FP before": e["fp"], "FP after": e["fp_after"], "FP prevented": e["fp_prevented"],
+         "FN before": e["fn"], "FN after": e["fn_after"], "FN prevented": e["fn_prevented"],
+         "FN reduction %": e["fn_reduction_pct"], "correct rejected": e["correct_rejected"],
+         "AURC": e["aurc"]["estimate"], "AURC CI": f"[{e['aurc']['low']:.3f}, {e['aurc']['high']:.3f}]",
+         "E-AURC": e["eaurc"]["estimate"],
+         **{f"risk @ {c:g}": r for c, r in zip(e["selective_risk"]["coverage"], e["selective_risk"]["risk"])}}
+        for es, e in _done(result).items()]).round(4)
+
+
+def variants_table(result: dict) -> pd.DataFrame:
+    """The rejection rule on raw and on temperature-scaled probabilities, side by side: threshold,
+    fraction, coverage (validation / test), accuracy after and flags, per evaluation set."""
+    return pd.DataFrame([
+        {"eval set": es, "probabilities": k,
+         **{c: v.get(c) for c in ("threshold", "fraction", "val_coverage", "coverage")},
+         "accuracy after": v.get("after", {}).get("accuracy"), "flags": flag_text(v.get("flags"))}
+        for es, e in _done(result).items() for k, v in e["variants"].items()])
+
+
+def confusion_table(predictions: pd.DataFrame, split: str = "val", threshold: float = 0.5) -> pd.DataFrame:
+    """Truth × prediction counts at ``threshold`` on ``split`` of prediction rows (one or several
+    runs: ``predictions.parquet``), per run and evaluation set; unlabelled rows are left out."""
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    rows = predictions[(predictions["split"] == split) & (predictions["label"] >= 0)]
+    names = {1: "melanoma", 0: "non-melanoma"}
+    return pd.crosstab([rows["run_id"], rows["eval_set"], rows["label"].map(names).rename("truth")],
+                       (rows["p_melanoma"] > threshold).map({True: "melanoma", False: "non-melanoma"})
+                       .rename("predicted"))

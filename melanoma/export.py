@@ -46,13 +46,14 @@ from typing import Any
 
 import numpy as np
 
+from .home import sources
 from .io import atomic_path, read_json, read_yaml, write_json
 
 CLASSES = ["non-melanoma", "melanoma"]
 DEFAULT_THRESHOLD = 0.5          # bits; used when the run has no rejection.json
 PARITY_TOL = 1e-4                # max |Δ logit| between onnxruntime and torch
 MODEL_JSON_VERSION = 1
-WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+WEB_DIR = sources() / "web"
 #: The page's own files (``web/``), copied by :func:`assemble_site`.
 PAGE_FILES = ("index.html", "app.js", "preprocess.js", "style.css")
 #: onnxruntime-web's wasm-only build (``web/node_modules/onnxruntime-web/dist/``): the loader, the

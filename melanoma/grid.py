@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from .datasets import get, parse_combo
+from .home import find_file, home, sources
 from .io import read_yaml, write_yaml
 from .params import ParamError, TrainParams, did_you_mean, load_mapping, unknown_keys
 
-REPO = Path(__file__).resolve().parents[1]
+#: The project's sources (params, workflow, notebooks, book): the checkout, or the copy a
+#: non-editable install carries (melanoma.home). Relative ``work``/``results`` go under
+#: :func:`melanoma.home.home` instead (``$MELANOMA_HOME``, else this checkout).
+REPO = sources()
 
 
 @dataclass
@@ -277,7 +281,7 @@ def load_grid(path: str | os.PathLike, *, data: str | None = None, work: str | N
     res_v = results or os.environ.get("RESULTS") or g.get("results", f"results/{g['name']}")
     grid = Grid(
         name=str(g["name"]), path=path, data=str(data_v) if data_v == "synthetic" else str(_resolve(data_base, data_v)),
-        work=_resolve(REPO, work_v), results=_resolve(REPO, res_v), models=list(models),
+        work=_resolve(home(), work_v), results=_resolve(home(), res_v), models=list(models),
         combinations=parsed, eval_sets=eval_sets, train=dict(_mapping(path, g, "train")),
         model_overrides={m: dict(o or {}) for m, o in _mapping(path, g, "model_overrides").items()},
         calibrate=dict(_mapping(path, g, "calibrate")),
@@ -407,8 +411,13 @@ def write_run_params(grid: Grid) -> dict[str, Path]:
 
 
 def find_grid_file(arg: str | os.PathLike) -> Path:
-    """A grid YAML, or a results folder holding the copy ``grid.yaml`` that expand wrote."""
-    p = Path(arg)
+    """A grid YAML, or a results folder holding the copy ``grid.yaml`` that expand wrote; a
+    relative path is looked up in the current folder first, then in the home, then in the
+    project's sources (so ``params/demo.yaml`` works from any folder). Returns an absolute path."""
+    try:
+        p = find_file(arg, "grid")
+    except FileNotFoundError as e:
+        raise ParamError(str(e)) from None
     if p.is_dir():
         if (p / "grid.yaml").is_file():
             return p / "grid.yaml"

@@ -50,11 +50,12 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from .home import sources
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 WEIGHTS = ("none", "imagenet")
 FREEZE = ("conv", "backbone", "none")
-MODELS_YAML = Path(__file__).resolve().parents[1] / "params" / "models.yaml"
+MODELS_YAML = sources() / "params" / "models.yaml"
 DOWNLOAD_TIMEOUT_S = 10.0  # per blocking network operation (DNS, connect, read) of a download
 OFFLINE_ENV = "MELANOMA_OFFLINE"  # "1": never try to download weights
 

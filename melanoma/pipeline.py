@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .grid import REPO, expand, load_grid
+from .grid import REPO, expand, find_grid_file, load_grid
+from .home import home
 from .params import ParamError, did_you_mean
 
 
@@ -36,8 +37,7 @@ class GridBusyError(RuntimeError):
 @contextlib.contextmanager
 def grid_lock(grid_file: str | Path):
     """Hold the grid's run lock for the duration; :class:`GridBusyError` if a live process has it."""
-    gf = Path(grid_file)
-    grid = load_grid(gf if gf.is_file() or gf.is_absolute() else REPO / gf)
+    grid = load_grid(find_grid_file(grid_file))
     lock = grid.results / ".melanoma.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     f = open(lock, "a+", encoding="utf-8")
@@ -79,16 +79,18 @@ def _show(title: str, df: pd.DataFrame) -> None:
 def snakemake_cmd(grid_file: str | Path, cores: int | None = None, extra: list[str] = (),
                   targets: list[str] = ()) -> list[str]:
     exe = Path(sys.executable).parent / "snakemake"
+    grid_file = find_grid_file(grid_file)  # absolute: Snakemake runs in the home, not here
     return [str(exe), *targets, "-s", str(REPO / "workflow" / "Snakefile"), "--config", f"grid={grid_file}",
             "--cores", str(cores or os.cpu_count() or 1), "--keep-going", "--rerun-incomplete",
             "--printshellcmds", *extra]
 
 
-def live_snakemakes(workdir: str | Path = REPO) -> list[int]:
+def live_snakemakes(workdir: str | Path | None = None) -> list[int]:
     """Pids of live Snakemake processes whose working folder is ``workdir`` (Linux ``/proc``) and
     that take locks: one started with ``--nolock`` holds none (every cluster job's own Snakemake
-    runs so; after a killed head they run on, and its stale lock must still be removable)."""
-    workdir = os.path.realpath(workdir)
+    runs so; after a killed head they run on, and its stale lock must still be removable).
+    ``workdir`` defaults to the home, where ``melanoma demo`` runs Snakemake."""
+    workdir = os.path.realpath(workdir or home())
     pids = []
     for d in Path("/proc").glob("[0-9]*"):
         try:
@@ -110,10 +112,10 @@ def unlock(grid_file: str | Path) -> bool:
     no live Snakemake works in this repository: its locks are shared by every grid run from here.
     Returns whether it unlocked."""
     cmd = snakemake_cmd(grid_file, 1)[:5] + ["--unlock", "--quiet"]  # exe -s Snakefile --config grid=
-    return unlock_with(cmd, REPO)
+    return unlock_with(cmd, home())
 
 
-def unlock_with(unlock_cmd: list[str], workdir: str | Path, *, cwd: str | Path = REPO) -> bool:
+def unlock_with(unlock_cmd: list[str], workdir: str | Path, *, cwd: str | Path | None = None) -> bool:
     """Run ``unlock_cmd`` (a Snakemake ``--unlock``) unless a live Snakemake that takes locks works
     in ``workdir`` (Snakemake's working directory, where its ``.snakemake/locks`` are)."""
     live = live_snakemakes(workdir)
@@ -122,11 +124,11 @@ def unlock_with(unlock_cmd: list[str], workdir: str | Path, *, cwd: str | Path =
               "left alone (if it holds files of this grid, Snakemake will say the directory is locked: "
               "wait for it, then rerun)", flush=True)
         return False
-    subprocess.run(unlock_cmd, cwd=cwd, capture_output=True)
+    subprocess.run(unlock_cmd, cwd=cwd or home(), capture_output=True)
     return True
 
 
-def run_locked(grid_file: str | Path, cmd: list[str], workdir: str | Path = REPO) -> int:
+def run_locked(grid_file: str | Path, cmd: list[str], workdir: str | Path | None = None) -> int:
     """Run ``cmd``, a Snakemake of ``grid_file`` (e.g. through the SLURM executor), under the grid's
     run lock, as ``melanoma demo`` runs its own: a killed earlier run's Snakemake lock in ``workdir``
     is removed first (``cmd --unlock``, unless a live locking Snakemake works there). Returns its
@@ -134,7 +136,7 @@ def run_locked(grid_file: str | Path, cmd: list[str], workdir: str | Path = REPO
     if not cmd:
         raise ValueError("no command to run")
     with grid_lock(grid_file):
-        unlock_with([*cmd, "--unlock", "--quiet"], workdir, cwd=Path.cwd())
+        unlock_with([*cmd, "--unlock", "--quiet"], workdir or home(), cwd=Path.cwd())
         return subprocess.run(cmd).returncode
 
 
@@ -143,7 +145,7 @@ def _snakemake(grid_file: str | Path, cores: int | None, extra: list[str] = (),
     unlock(grid_file)
     cmd = snakemake_cmd(grid_file, cores, extra, targets)
     print("$ " + " ".join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=REPO).returncode
+    return subprocess.run(cmd, cwd=home()).returncode  # .snakemake/ (locks, metadata) in the home
 
 
 def run_grid(grid_file: str | Path = "params/demo.yaml", cores: int | None = None,
@@ -214,10 +216,11 @@ def run_demo(grid_file: str | Path = "params/demo.yaml", cores: int | None = Non
     from .datasets.ingest import counts_table
     from .io import read_json
 
+    grid_file = find_grid_file(grid_file)  # relative: the current folder first, then the project
     t0 = time.perf_counter()
     rc = run_grid(grid_file, cores)
     wall = time.perf_counter() - t0
-    grid = load_grid(REPO / grid_file)
+    grid = load_grid(grid_file)
     reports = {p.parent.name: read_json(p) for p in sorted(grid.work.glob("*/report.json"))}
     if reports:
         _show(f"datasets{' (SYNTHETIC replicas)' if grid.is_synthetic else ''}: images per split (melanoma)",
@@ -244,7 +247,9 @@ def run_demo(grid_file: str | Path = "params/demo.yaml", cores: int | None = Non
             _show("FLAGGED rejection results (not ranked)", f[["eval_set", "run_id", "coverage", "flag_text"]])
         runs = pd.read_parquet(grid.results / "runs.parquet")
         print(f"\n{len(runs)} runs; failed: {int((runs['failed_step'] != '').sum())}")
-    index = REPO / "book" / "_build" / "html" / "index.html"
+    from .book import BOOK
+
+    index = BOOK / "_build" / "html" / "index.html"
     print(f"\nwall time {wall:.0f} s; book: {index if index.is_file() else 'NOT BUILT'}")
     if rc != 0:
         raise RuntimeError(f"snakemake exited with {rc}; see its log above")

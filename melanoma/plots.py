@@ -29,6 +29,7 @@ __all__ = [
     "entropy_histogram",
     "sample_grid",
     "framework_diagram",
+    "learning_curves",
 ]
 
 
@@ -497,4 +498,54 @@ def framework_diagram(title: str | None = None) -> Figure:
             "in-browser inference (no upload)", ha="center", fontsize=8.5, style="italic")
     if title:
         ax.set_title(title)
+    return fig
+
+
+def learning_curves(histories: Mapping[str, Mapping], best: Mapping[str, int] | None = None,
+                    tag: str = "") -> Figure:
+    """Loss, accuracy and AUC per epoch of one or several runs: one row of two axes per run.
+
+    Parameters
+    ----------
+    histories : dict
+        ``{run label: history}``, each a table with columns ``epoch``, ``train_loss``,
+        ``val_loss``, ``train_accuracy``, ``val_accuracy``, ``val_auc`` (a run's ``history.csv``
+        read by pandas, or a dict of equal-length lists). On the fast path with the L-BFGS head
+        the "epochs" are the candidates of the regularisation strength C, in order.
+    best : dict, optional
+        ``{run label: epoch}`` of the checkpoint kept; drawn as a dotted line.
+    tag : str
+        Appended to each title (e.g. ``" (SYNTHETIC)"``).
+
+    Returns
+    -------
+    Figure
+
+    Examples
+    --------
+    >>> h = {"epoch": [1, 2], "train_loss": [0.7, 0.5], "val_loss": [0.7, 0.6], "train_accuracy": [0.5, 0.7],
+    ...      "val_accuracy": [0.5, 0.6], "val_auc": [0.5, 0.7]}
+    >>> fig = learning_curves({"run": h}, best={"run": 2})
+    >>> len(fig.axes), [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    (2, ['train', 'validation', 'checkpoint (epoch 2)'])
+    """
+    histories = _check_mapping(histories, "histories")
+    cols = ("epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_auc")
+    fig = Figure(figsize=(10.0, 3.5 * len(histories)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(histories), 2, squeeze=False)
+    for (label, h), (ax_loss, ax_acc) in zip(histories.items(), axes):
+        _need(h, cols, f"histories[{label!r}]")
+        ep = np.asarray(h["epoch"])
+        ax_loss.plot(ep, np.asarray(h["train_loss"]), label="train")
+        ax_loss.plot(ep, np.asarray(h["val_loss"]), label="validation")
+        if best and label in best:
+            ax_loss.axvline(best[label], color="grey", ls=":", label=f"checkpoint (epoch {best[label]})")
+        ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title=f"{label}: loss{tag}")
+        ax_loss.legend()
+        for k, name in (("train_accuracy", "train accuracy"), ("val_accuracy", "validation accuracy"),
+                        ("val_auc", "validation AUC")):
+            ax_acc.plot(ep, np.asarray(h[k], dtype=float), label=name)
+        ax_acc.set(xlabel="epoch", ylim=(0, 1.02), title=f"{label}: accuracy / AUC{tag}")
+        ax_acc.legend()
     return fig

@@ -26,7 +26,6 @@ import copy
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ from .datasets.manifest import read_manifest
 from .io import CorruptFileError, atomic_path, read_torch, write_json, write_parquet, write_text, write_yaml
 from .models import build_model, model_config, set_train_mode, split_backbone_head, trainable_summary
 from .params import TrainParams
+from .provenance import versions
 from .transforms import eval_transform, train_transform
 
 
@@ -438,8 +438,7 @@ class Run:
             "train_img_per_s": round(float(np.mean([h["img_per_s"] for h in history])), 1) if history else None,
             "features": self.feat_facts, "trainable": self.summary,
             "synthetic": bool(pd.concat([combo.train["synthetic"], ev.get("synthetic", pd.Series(dtype=bool))]).any()),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "numpy": np.__version__, "pandas": pd.__version__},
+            "versions": versions(),  # python, platform, torch + CUDA build, the packages that shape results
             "git_commit": _git_commit(),
             "manifests": {ds: _file_sha(Path(p.work) / ds / "manifest.parquet")
                           for ds in sorted(set(combo.datasets) | set(p.eval_sets))},

@@ -1506,7 +1506,7 @@ class _one_blas_thread:
 
 
 def write_replicas(out_dir: str | Path, scale: float = 1.0, seed: int = 0,
-                   only: list[str] | None = None) -> dict[str, Any]:
+                   only: list[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Write SYNTHETIC miniature copies of all eleven releases in their official layouts.
 
     Parameters
@@ -1523,6 +1523,8 @@ def write_replicas(out_dir: str | Path, scale: float = 1.0, seed: int = 0,
         Write just these releases (short names). A release whose planted copies come from
         another release (e.g. Kaggle from ISIC 2017) needs that release in the list too; a
         ``ValueError`` names it.
+    progress : bool
+        A progress bar over the releases (tqdm: a widget in Jupyter, text elsewhere).
 
     Returns
     -------
@@ -1544,8 +1546,10 @@ def write_replicas(out_dir: str | Path, scale: float = 1.0, seed: int = 0,
         if target.exists() and any(target.iterdir()) and not (target / "SYNTHETIC.json").exists():
             raise FileExistsError(f"{target} exists and is not a synthetic replica "
                                   "(no SYNTHETIC.json); refusing to overwrite it")
+    from tqdm.auto import tqdm
+
     with _one_blas_thread():
-        for short in todo:
+        for short in tqdm(todo, desc="SYNTHETIC replicas", unit="release", disable=not progress):
             target = out / short
             if target.exists():
                 shutil.rmtree(target)
