@@ -549,7 +549,8 @@ def metric_heatmap(tables: Mapping[str, "object"], metric: str, title: str | Non
     metric : str
         Colour-bar label, e.g. ``"AUC-ROC"`` or ``"ECE"``.
     higher_is_better : bool, default=True
-        The colour map runs dark → light toward the better end either way.
+        The colour map runs dark → light toward the better end either way; one colour scale for
+        every panel, so colours compare across evaluation sets.
     pct : bool, default=True
         Annotate cells as percentages (else 3 decimals).
 
@@ -570,21 +571,24 @@ def metric_heatmap(tables: Mapping[str, "object"], metric: str, title: str | Non
 
     tables = _check_mapping(tables, "tables")
     n = len(tables)
-    ncols = min(n, 2)
-    nrows = -(-n // ncols)
     first = next(iter(tables.values()))
-    cell_w = 0.55 + 0.05 * max((len(str(c)) for c in first.columns), default=4)
-    width = min(13.0, ncols * (2.5 + cell_w * max(1, first.shape[1])))
-    height = nrows * (1.6 + 0.45 * max(1, first.shape[0]))
+    label_w = 0.09 * max((len(str(i)) for i in first.index), default=8)  # the model names, in inches
+    panel_w = label_w + 1.4 + 0.55 * max(1, first.shape[1])
+    ncols = min(n, 2) if 2 * panel_w <= 11 else 1  # two panels a row only while they stay readable
+    nrows = -(-n // ncols)
+    width = ncols * panel_w
+    height = nrows * (1.4 + 0.4 * max(1, first.shape[0]))
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     cmap = "viridis" if higher_is_better else "viridis_r"
+    k = 100 if pct else 1
+    every = np.concatenate([np.asarray(t, dtype=float).ravel() for t in tables.values()]) * k
+    lo, hi = (float(np.nanmin(every)), float(np.nanmax(every))) if np.isfinite(every).any() else (0.0, 1.0)
     for ax, (es, t) in zip(axes, tables.items()):
         vals = t.astype(float)
-        sns.heatmap(vals * (100 if pct else 1), ax=ax, annot=True, fmt=".1f" if pct else ".3f", cmap=cmap,
-                    cbar_kws={"label": metric + (" (%)" if pct else "")}, linewidths=0.5, linecolor="white",
-                    annot_kws={"fontsize": "small"})
+        sns.heatmap(vals * k, ax=ax, vmin=lo, vmax=hi, annot=True, fmt=".1f" if pct else ".3f", cmap=cmap,
+                    cbar_kws={"label": metric + (" (%)" if pct else "")}, linewidths=0.5, linecolor="white")
         ax.set_title(legend_label(es), fontsize="medium")
         ax.set_xlabel("training combination")
         ax.set_ylabel("model")
