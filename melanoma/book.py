@@ -767,6 +767,8 @@ def webapp_section(grid: Grid) -> None:
     assemble_site(extra / "webapp", web)
     mj = read_json(web / "model.json")
     shot = web / "screenshot.png"
+    if not shot.is_file() and grid.is_synthetic:
+        _take_screenshot(grid, web, shot)
     md = ['<p><strong><a href="webapp/index.html">Open the web page</a></strong> '
           "(served with this book, works offline).</p>\n",
           "The page needs a web server (browsers do not run its model from a `file://` address): "
@@ -778,7 +780,7 @@ def webapp_section(grid: Grid) -> None:
           f"{mj.get('input_size', '')} px | {mj['onnx']['bytes'] / 1024:.0f} KB | "
           f"{mj.get('threshold', float('nan')):.3f} bits ({mj.get('threshold_source', '')}) | "
           f"{_facts_cov(mj.get('threshold_facts') or {})} |\n"]
-    if shot.is_file():
+    if shot.is_file() and grid.is_synthetic:  # a real-data grid's page would show a real image
         shutil.copy(shot, GEN / "fig2_webapp.png")
         md.append(_figure_md("fig2_webapp.png", "fig2",
                              "**Fig. 2.** The page in headless Chromium, scoring a synthetic image offline "
@@ -786,8 +788,27 @@ def webapp_section(grid: Grid) -> None:
     else:
         md.append("_Fig. 2 (a screenshot of the page scoring an image) needs Debian's Chromium, which this "
                   "machine lacks: install it (`make browser`, as root: `apt-get install -y chromium`), then "
-                  "rerun `make demo` — it takes the screenshot and rebuilds this page._\n")
+                  f"rebuild the book (`melanoma book --grid {_shown_path(grid.path)}`): the book step takes the "
+                  "missing screenshot._\n" if grid.is_synthetic else
+                  "_Fig. 2 is not shown for a real-data grid: the screenshot would show a patient's image._\n")
     write_text(GEN / "webapp.md", "\n".join(md))
+
+
+def _take_screenshot(grid: Grid, web: Path, shot: Path) -> None:
+    """Fig. 2 when the workflow's export step could not take it (Chromium installed since): the page
+    scoring the first melanoma of the first evaluation set's SYNTHETIC test split."""
+    import argparse
+
+    from .browser import CHROMIUM
+    from .cli import cmd_screenshot
+
+    if not CHROMIUM.is_file():
+        return
+    try:
+        cmd_screenshot(argparse.Namespace(image=None, work=grid.work, dataset=grid.eval_sets[0], model_dir=web,
+                                          out=shot, optional=True))
+    except Exception as e:  # the book still builds, and says how to get Fig. 2
+        print(f"WARNING: no Fig. 2: the screenshot failed ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 def performance_section() -> None:
