@@ -1,9 +1,12 @@
-"""Render a grid's results into ``book/_generated/`` and build the Jupyter Book (1.x).
+"""The book (Jupyter Book 1.x): its tables, figures and captions, and the build.
 
-Every table and figure of the book is written here from ``summary.parquet``, ``runs.parquet`` and
-the run folders (``metrics.json``, ``rejection.json``); the book's pages only ``{include}`` them,
-and each names the runs it came from. Nothing is executed at build time and nothing is typed in.
-The build is strict: ``jupyter-book build -W -n --keep-going book``.
+Every table and figure of the book is made here from ``summary.parquet``, ``runs.parquet`` and
+the run folders (``metrics.json``, ``rejection.json``), and each names the runs it came from.
+The chapters that show results are notebooks (``notebooks/book/*.ipynb``) that call these through
+:mod:`melanoma.pages`; :func:`render` executes them with papermill (one kernel) into the book with
+their code folded, copies the featured run's executed 01–04 notebooks into the appendix, and
+writes the Markdown pages' pieces into ``_generated/``. Nothing is executed at build time and
+nothing is typed in. The build is strict: ``jupyter-book build -W -n --keep-going book``.
 """
 
 from __future__ import annotations
@@ -48,13 +51,6 @@ def _figure_md(png: str, name: str, caption: str) -> str:
     return f"```{{figure}} /_generated/{png}\n:name: {name}\n:width: 100%\n\n{caption}\n```\n"
 
 
-def _rel(p: Path) -> Path:
-    try:
-        return Path(p).resolve().relative_to(REPO)
-    except ValueError:
-        return Path(p)
-
-
 def _shown_path(p) -> str:
     """A path as the book shows it: relative to the repository when it is near it, never a home or
     machine-specific absolute path otherwise (just its last two parts)."""
@@ -83,7 +79,7 @@ def provenance(grid: Grid, summary: pd.DataFrame, runs: pd.DataFrame) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip() or "unknown"
     n_ok = int((runs["status_reject"] == "ok").sum()) if len(runs) else 0
-    return (f"Grid **{grid.name}** (`{_rel(grid.path)}`): "
+    return (f"Grid **{grid.name}** (`{_shown_path(grid.path)}`): "
             f"{len(runs)} runs ({n_ok} complete), {len(grid.models)} model(s) × "
             f"{len(grid.combinations)} combination(s), evaluation sets "
             f"{', '.join(get(e).name for e in grid.eval_sets)}; code at commit `{commit}`. "
