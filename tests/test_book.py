@@ -190,3 +190,18 @@ def test_melanoma_serve_prints_the_address_and_serves_the_book(tmp_path):
     r = subprocess.run([sys.executable, "-m", "melanoma.cli", "serve", "--dir", str(tmp_path / "none")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no built book" in r.stderr
+
+
+def test_make_demo_installs_or_finds_the_browser_first():
+    """`make demo` runs the `browser` target (Debian's Chromium, as `make test` does) before the
+    pipeline, so the book it builds has Fig. 2; `make serve` serves the built book."""
+    import subprocess
+
+    from melanoma.grid import REPO
+
+    out = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True,
+                         text=True).stdout
+    chromium = out.find("apt-get install -y -qq chromium")
+    assert 0 <= chromium < out.find("melanoma demo --grid"), out
+    serve = subprocess.run(["make", "-n", "serve"], cwd=REPO, capture_output=True, text=True).stdout
+    assert "melanoma serve --port 8000" in serve, serve
