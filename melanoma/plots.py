@@ -363,11 +363,11 @@ def referral_bar(records: Mapping[str, Mapping], title: str | None = None) -> Fi
             "benign_referred", "n_benign", "coverage")
     for label, r in records.items():
         _need(r, keys, f"record {label!r}")
-    fig, ax = _figure(figsize=(max(5.5, 2.0 * len(records) + 1.5), 4.2))
+    fig, ax = _figure(figsize=(max(5.5, 1.8 * len(records) + 2.0), 4.6))
     import seaborn as sns
 
     pal = sns.color_palette("colorblind")
-    colours = {"caught": pal[2], "missed": pal[3], "referred": pal[1]}
+    colours = {"caught": pal[2], "missed": pal[3], "referred": pal[0]}  # green, vermilion, blue
     w = 0.36
     ticks, names, seen = [], [], set()
     for i, (label, r) in enumerate(records.items()):
@@ -385,14 +385,19 @@ def referral_bar(records: Mapping[str, Mapping], title: str | None = None) -> Fi
                 bars = ax.bar(x, parts[k], w, bottom=bottom, color=colours[k],
                               label=f" melanoma {k}" if first else None)
                 if parts[k]:
-                    ax.bar_label(bars, labels=[f"{parts[k]:g}"], label_type="center", fontsize="x-small")
+                    ax.bar_label(bars, labels=[f"{parts[k]:g}"], label_type="center", fontsize="small")
                 bottom += parts[k]
         ticks += [i - w / 2 - 0.02, i + w / 2 + 0.02]
         flag = f"\n{r['flag']}" if r.get("flag") else ""
-        names.append(f"before\n{label}")
+        names.append("before")
         names.append(f"after\ncov. {float(r['coverage']):.2f}\nbenign ref. {int(r['benign_referred'])}/"
                      f"{int(r['n_benign'])}{flag}")
-    ax.set_xticks(ticks, names, fontsize="x-small")
+    ax.set_xticks(ticks, names, fontsize="small")
+    # each set's name centred under its pair of bars, below the longest tick label
+    depth = max(n.count("\n") for n in names) + 1
+    ax.set_xticks(range(len(records)), ["\n" * depth + legend_label(label).strip() for label in records],
+                  minor=True, fontsize="medium", fontweight="bold")
+    ax.tick_params(axis="x", which="minor", length=0)
     ax.set_ylabel("melanomas in the test split")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _title(ax, title)
