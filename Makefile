@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 GRID   ?= params/demo.yaml
 
-.PHONY: venv demo test clean browser
+.PHONY: venv demo test clean browser serve
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 ## Debian's Chromium for the browser test and the book's Fig. 2 (root; never `playwright install`).
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
-	  || echo "WARNING: could not install chromium (not root?): tests/test_web.py will be SKIPPED"
+	  || echo "WARNING: could not install chromium (not root?): tests/test_web.py will be SKIPPED and the book will have no Fig. 2 (as root: apt-get install -y chromium)"
 
 venv: $(STAMP)
 
@@ -43,8 +43,14 @@ lock: $(STAMP)
 	@echo "requirements.lock: $$(grep -c '==' requirements.lock) pinned packages"
 
 ## The main job on the embedded default: synthetic data -> Snakemake grid -> book/_build/html.
-demo: $(STAMP)
+## (browser first: the book's Fig. 2 is a screenshot of the web page in Debian's Chromium)
+demo: $(STAMP) browser
 	$(VENV)/bin/melanoma demo --grid $(GRID)
+
+## The built book on http://127.0.0.1:8000 (its web page needs http://, not file://); Ctrl-C stops.
+PORT ?= 8000
+serve: $(STAMP)
+	$(VENV)/bin/melanoma serve --port $(PORT)
 
 ## The real samples in ../shared/realdata, end to end to a book (work and results in ../realdata-work).
 .PHONY: realdata

@@ -1,9 +1,12 @@
-"""Render a grid's results into ``book/_generated/`` and build the Jupyter Book (1.x).
+"""The book (Jupyter Book 1.x): its tables, figures and captions, and the build.
 
-Every table and figure of the book is written here from ``summary.parquet``, ``runs.parquet`` and
-the run folders (``metrics.json``, ``rejection.json``); the book's pages only ``{include}`` them,
-and each names the runs it came from. Nothing is executed at build time and nothing is typed in.
-The build is strict: ``jupyter-book build -W -n --keep-going book``.
+Every table and figure of the book is made here from ``summary.parquet``, ``runs.parquet`` and
+the run folders (``metrics.json``, ``rejection.json``), and each names the runs it came from.
+The chapters that show results are notebooks (``notebooks/book/*.ipynb``) that call these through
+:mod:`melanoma.pages`; :func:`render` executes them with papermill (one kernel) into the book with
+their code folded, copies the featured run's executed 01–04 notebooks into the appendix, and
+writes the Markdown pages' pieces into ``_generated/``. Nothing is executed at build time and
+nothing is typed in. The build is strict: ``jupyter-book build -W -n --keep-going book``.
 """
 
 from __future__ import annotations
@@ -42,19 +45,12 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 def _save(fig, name: str) -> str:
-    fig.savefig(GEN / name, dpi=110)
+    fig.savefig(GEN / name, dpi=110, bbox_inches="tight")
     return name
 
 
 def _figure_md(png: str, name: str, caption: str) -> str:
     return f"```{{figure}} /_generated/{png}\n:name: {name}\n:width: 100%\n\n{caption}\n```\n"
-
-
-def _rel(p: Path) -> Path:
-    try:
-        return Path(p).resolve().relative_to(REPO)
-    except ValueError:
-        return Path(p)
 
 
 def _shown_path(p) -> str:
@@ -85,16 +81,37 @@ def provenance(grid: Grid, summary: pd.DataFrame, runs: pd.DataFrame) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip() or "unknown"
     n_ok = int((runs["status_reject"] == "ok").sum()) if len(runs) else 0
-    return (f"Grid **{grid.name}** (`{_rel(grid.path)}`): "
+    return (f"Grid **{grid.name}** (`{_shown_path(grid.path)}`): "
             f"{len(runs)} runs ({n_ok} complete), {len(grid.models)} model(s) × "
             f"{len(grid.combinations)} combination(s), evaluation sets "
             f"{', '.join(get(e).name for e in grid.eval_sets)}; code at commit `{commit}`. "
-            f"Results: `{_rel(grid.results)}/summary.parquet` "
-            f"({len(summary)} rows).\n")
+            f"Results: `{_shown_path(grid.results)}/summary.parquet` "
+            f"({len(summary)} rows).\n\n"
+            "Software: " + ", ".join(f"{k} {v}" for k, v in package_versions().items()) + ".\n")
+
+
+#: The packages whose versions the book's provenance lists (with Python's).
+VERSIONED = ("melanoma", "torch", "torchvision", "numpy", "pandas", "scikit-learn", "scipy", "crepes",
+             "matplotlib", "seaborn", "onnx", "onnxruntime", "papermill", "snakemake", "jupyter-book")
+
+
+def package_versions(names=VERSIONED) -> dict[str, str]:
+    """``{"Python": "3.11.2", "torch": "2.5.1", ...}`` of the running environment (installed
+    distributions only, read with importlib.metadata)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"Python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 def commands(grid: Grid) -> str:
-    gf = _rel(grid.path)
+    gf = _shown_path(grid.path)
     return ("| output | command |\n|---|---|\n"
             f"| this book, from nothing | `make demo` (grid `params/demo.yaml`) |\n"
             f"| every run, the summary and the book | `snakemake -s workflow/Snakefile --config grid={gf} --cores all` |\n"
@@ -104,27 +121,34 @@ def commands(grid: Grid) -> str:
             f"| `summary.parquet` | `melanoma report --grid-file {gf}` |\n")
 
 
-def datasets_section(grid: Grid) -> None:
+def datasets_table(grid: Grid) -> str:
+    """Images per split of every ingested release (from ``WORK/<name>/report.json``)."""
     from .datasets.ingest import counts_table
-    from .plots import sample_grid
 
     reports = {p.parent.name: read_json(p) for p in sorted(grid.work.glob("*/report.json"))}
     t = counts_table(reports).drop(columns=["synthetic"]) if reports else pd.DataFrame()
-    write_text(GEN / "datasets_table.md", _md_table(t) if len(t) else "_No dataset ingested._\n")
-    frames = [pd.read_parquet(grid.work / d / "manifest.parquet") for d in reports]
-    if frames and grid.is_synthetic:
-        fig = sample_grid(grid.work, pd.concat(frames, ignore_index=True), per_class=8, seed=0,
-                          title=f"sample images{_syn(grid)}")
-        _save(fig, "samples.png")
-        write_text(GEN / "samples.md", _figure_md(
-            "samples.png", "fig-samples",
-            "Sample images per dataset and class (top: melanoma, bottom: non-melanoma), SYNTHETIC replicas."))
-    else:
-        write_text(GEN / "samples.md", "_Real releases: their images are third-party medical images and are "
-                                       "not copied into this book._\n" if frames else "_No dataset ingested._\n")
+    return _md_table(t) if len(t) else "_No dataset ingested._\n"
 
 
-def leakage_section(grid: Grid) -> None:
+def samples(grid: Grid) -> tuple[object, str]:
+    """Sample images per class of the SYNTHETIC replicas; never a real image (third-party medical
+    images are not copied into the book)."""
+    from .plots import sample_grid
+
+    names = [p.parent.name for p in sorted(grid.work.glob("*/report.json"))]
+    if not names:
+        return None, "_No dataset ingested._\n"
+    if not grid.is_synthetic:
+        return None, ("_Real releases: their images are third-party medical images and are not copied into "
+                      "this book._\n")
+    frames = [pd.read_parquet(grid.work / d / "manifest.parquet") for d in names]
+    fig = sample_grid(grid.work, pd.concat(frames, ignore_index=True), per_class=8, seed=0,
+                      title=f"sample images{_syn(grid)}")
+    return fig, "Sample images per dataset and class (top: melanoma, bottom: non-melanoma), SYNTHETIC replicas."
+
+
+def leakage_table(grid: Grid) -> str:
+    """Evaluation images with a copy in the grid's largest training pool, by kind of match."""
     from .datasets.combine import leakage_report
 
     biggest = max(grid.combinations, key=lambda c: len(c.split("+")))
@@ -135,7 +159,7 @@ def leakage_section(grid: Grid) -> None:
                                 "n_eval_leaked": "with a copy in training", "n_train_dups": "training copies",
                                 "by_id": "same ISIC id", "by_pixels": "same pixels", "by_near": "near copy",
                                 "n_train": "training pool before", "n_train_after": "after dedup"})
-    write_text(GEN / "leakage_table.md", f"Training pool: **{get_label(biggest)}**.\n\n" + _md_table(t))
+    return f"Training pool: **{get_label(biggest)}**.\n\n" + _md_table(t)
 
 
 def get_label(combo: str) -> str:
@@ -146,6 +170,19 @@ def get_label(combo: str) -> str:
 
 def _both(a: float, b: float, pct: bool = True) -> str:
     return f"{fmt(a, pct)} / {fmt(b, pct)}"
+
+
+def _ci(r: pd.Series, m: str, pct: bool = True) -> str:
+    """``[low, high]`` of metric ``m`` in a summary row (its 95 % bootstrap CI), or ``–``."""
+    lo, hi = r.get(f"{m}_low", np.nan), r.get(f"{m}_high", np.nan)
+    if pd.isna(lo) or pd.isna(hi):
+        return "–"
+    return f"[{fmt(lo, pct)}, {fmt(hi, pct)}]"
+
+
+def _both_ci(b: pd.Series, a: pd.Series, m: str) -> str:
+    """``before / after`` with both 95 % bootstrap CIs on a second, smaller line."""
+    return f"{_both(b[m], a[m])}<br><small>{_ci(b, m)} / {_ci(a, m)}</small>"
 
 
 def _pair(s: pd.DataFrame, rid: str, es: str) -> tuple[pd.Series, pd.Series]:
@@ -198,7 +235,7 @@ def table1(grid: Grid, summary: pd.DataFrame, top: int = 3) -> tuple[pd.DataFram
                 _, a = _pair(s, r["run_id"], es)
                 row = {"Test set": get(es).name, "Network": r["model"], "Train sets": f"[{r['train']}]"}
                 for m, label in TABLE1_METRICS:
-                    row[f"{label} (before / after)"] = _both(r[m], a[m])
+                    row[f"{label} (before / after)"] = _both_ci(r, a, m)
                 row["Threshold (bits)"] = _thr(a)
                 row["Coverage val / test"] = _cov(a)
                 if sink is flagged_rows:
@@ -231,7 +268,26 @@ def table2(summary: pd.DataFrame) -> str:
     t = pd.DataFrame({"Network": lb["model"], "Train sets": "[" + lb["train"] + "]",
                       "AUC-ROC": [fmt(v) for v in lb["auc"]], "Run": "`" + lb["run_id"] + "`"})
     sources = sorted(set(lb["score_source"]))
-    return _md_table(t) + "\nScore source: " + "; ".join(sources) + ".\n"
+    return _md_table(t) + "\nScore source: " + "; ".join(sources) + ".\n" + table2_notes(lb)
+
+
+def table2_notes(lb: pd.DataFrame) -> str:
+    """Words for what the leaderboard table cannot say alone, computed from its rows: how many images
+    and melanomas the AUC is measured on, and every AUC below 50 % (worse than chance)."""
+    notes = []
+    if "n" in lb and lb["n"].notna().any():
+        n, k = int(lb["n"].max()), int(lb["n_melanoma"].max())
+        notes.append(f"Each AUC is measured on {n} held-out images, {k} of them melanomas"
+                     + (" (SYNTHETIC labels)" if lb["synthetic"].fillna(False).all() else "") + ".")
+    bad = lb[lb["auc"] < 0.5]
+    for _, r in bad.iterrows():
+        notes.append(f"**`{r['run_id']}`: AUC {fmt(r['auc'])}, below 50 % — worse than guessing**: the model "
+                     "ranks these melanomas *below* the benign lesions. "
+                     + ("This is a degenerate result of a tiny model trained on SYNTHETIC images "
+                        "(it says nothing about the architecture on real data); read it as a failed run, "
+                        "not as a ranking." if bool(r.get("synthetic")) else
+                        "Check this run's training history before reading it as a ranking."))
+    return ("\n" + "\n\n".join(notes) + "\n") if notes else ""
 
 
 def _rej(grid: Grid, rid: str) -> dict:
@@ -310,43 +366,43 @@ def rejection_rule(grid: Grid, rej: dict) -> str:
             "seed code are not copied (Brier on the rejected subset; a constant ECE in the search).\n")
 
 
-def figures(grid: Grid, summary: pd.DataFrame, chosen) -> None:
+def featured_run(grid: Grid, chosen) -> str | None:
+    """The run of Figs. 3 and 5 and the risk–coverage curves: the grid names it, else the top run
+    (by precision) of the first evaluation set."""
+    return grid.figures.get("rejection") or (chosen[0][1] if chosen else None)
+
+
+# Each figure: (Figure or None, caption in Markdown). The book's notebook pages show them
+# (melanoma.pages); figures() writes them into _generated/ for pages that include files.
+
+def fig3(grid: Grid, rid: str | None, rej: dict, blocks: dict) -> tuple[object, str]:
+    """Fig. 3: accuracy of the retained vs the threshold, on each evaluation set's validation split."""
     from . import plots
 
-    syn = _syn(grid)
-    # the run of Figs. 3 and 5 and the risk–coverage curves: the grid names it, else the top run
-    # (by precision) of the first evaluation set
-    rid = grid.figures.get("rejection") or (chosen[0][1] if chosen else None)
-    rej = _rej(grid, rid) if rid else {}
-    blocks = _blocks(rej)
-    flagged = _flagged_names(blocks)
-    write_text(GEN / "rejection_rule.md", rejection_rule(grid, rej) if rej else "_No rejection results._\n")
-
-    # Fig. 3: accuracy of the retained vs the threshold, on each evaluation set's validation split
     tables = {name: blk["val_search"] for name, blk in blocks.items() if blk.get("val_search")}
-    if tables:
-        _save(plots.accuracy_vs_threshold(tables, title=f"validation, {rid}{syn}"),
-              "fig3_accuracy_vs_threshold.png")
-        met = {n: t for n, t in tables.items() if t.get("min_coverage_met", True)}
-        axis = ("the fraction r of validation rejected" if rej.get("mode") == "relative"
-                else "the entropy threshold (bits)" if rej.get("mode") == "absolute" else "the fraction rejected")
-        floor = (f" Every chosen threshold kept at least {rej.get('min_coverage', 0):g} of validation."
-                 if len(met) == len(tables) else
-                 f" The validation coverage floor {rej.get('min_coverage', 0):g} was **not reachable** for "
-                 f"{', '.join(sorted(set(tables) - set(met)))} (floor relaxed; flagged).")
-        chosen_txt = "; ".join(
-            f"{n}: {b['threshold']:.3f} bits" + (f" (r = {b['fraction']:.2f})" if np.isfinite(b.get("fraction", np.nan)) else "")
-            + f", validation coverage {b['val_coverage']:.2f}, test coverage {b['coverage']:.2f}"
-            for n, b in blocks.items())
-        write_text(GEN / "fig3_accuracy_vs_threshold.md", _figure_md(
-            "fig3_accuracy_vs_threshold.png", "fig3",
-            f"**Fig. 3.** Accuracy of the retained validation predictions vs {axis}, run `{rid}`, one line "
-            f"per evaluation set; the dot marks the candidate chosen by ½(ECE + Brier) on the retained.{floor} "
-            f"Chosen: {chosen_txt}.{_flag_sentence(flagged)}"))
-    else:
-        write_text(GEN / "fig3_accuracy_vs_threshold.md", "_No rejection results._\n")
+    if not tables:
+        return None, "_No rejection results._\n"
+    fig = plots.accuracy_vs_threshold(tables, title=f"validation, {rid}{_syn(grid)}")
+    met = {n: t for n, t in tables.items() if t.get("min_coverage_met", True)}
+    axis = ("the fraction r of validation rejected" if rej.get("mode") == "relative"
+            else "the entropy threshold (bits)" if rej.get("mode") == "absolute" else "the fraction rejected")
+    floor = (f" Every chosen threshold kept at least {rej.get('min_coverage', 0):g} of validation."
+             if len(met) == len(tables) else
+             f" The validation coverage floor {rej.get('min_coverage', 0):g} was **not reachable** for "
+             f"{', '.join(sorted(set(tables) - set(met)))} (floor relaxed; flagged).")
+    chosen_txt = "; ".join(
+        f"{n}: {b['threshold']:.3f} bits" + (f" (r = {b['fraction']:.2f})" if np.isfinite(b.get("fraction", np.nan)) else "")
+        + f", validation coverage {b['val_coverage']:.2f}, test coverage {b['coverage']:.2f}"
+        for n, b in blocks.items())
+    return fig, (f"**Fig. 3.** Accuracy of the retained validation predictions vs {axis}, run `{rid}`, one line "
+                 f"per evaluation set; the dot marks the candidate chosen by ½(ECE + Brier) on the retained.{floor} "
+                 f"Chosen: {chosen_txt}.{_flag_sentence(_flagged_names(blocks))}")
 
-    # Fig. 4: calibration curves, one dataset vs combined
+
+def fig4(grid: Grid) -> tuple[object, str]:
+    """Fig. 4: calibration curves on the first evaluation set's test split, one dataset vs combined."""
+    from . import plots
+
     single, combined = grid.figures.get("calibration_single"), grid.figures.get("calibration_combined")
     es = grid.eval_sets[0]
     curves = {}
@@ -357,49 +413,86 @@ def figures(grid: Grid, summary: pd.DataFrame, chosen) -> None:
         rel = (blk.get("test") or blk.get("before") or {}).get("reliability")
         if rel:
             curves[f"{label}: {frid}"] = rel
-    if curves:
-        _save(plots.reliability_diagram(curves, title=f"{get(es).name} test{syn}"), "fig4_calibration.png")
-        write_text(GEN / "fig4_calibration.md", _figure_md(
-            "fig4_calibration.png", "fig4",
-            f"**Fig. 4.** Calibration curves on the {get(es).name} test split (10 equal-width bins of the "
-            f"top-label confidence): a model trained on one dataset (`{single}`) vs on combined datasets "
-            f"(`{combined}`); the diagonal is perfect calibration."))
-    else:
-        write_text(GEN / "fig4_calibration.md", "_Calibration runs named in the grid's `figures` are missing._\n")
+    if not curves:
+        return None, "_Calibration runs named in the grid's `figures` are missing._\n"
+    fig = plots.reliability_diagram(curves, title=f"{get(es).name} test{_syn(grid)}")
+    return fig, (f"**Fig. 4.** Calibration curves on the {get(es).name} test split (10 equal-width bins of the "
+                 f"top-label confidence): a model trained on one dataset (`{single}`) vs on combined datasets "
+                 f"(`{combined}`); the diagonal is perfect calibration.")
 
-    # Fig. 5: where the melanomas went (referral accounting), same run
-    if blocks:
-        recs = {n: {**b["referral"], "flag": "FLAGGED" if b.get("flags") else ""} for n, b in blocks.items()}
-        _save(plots.referral_bar(recs, title=f"melanomas before / after rejection, {rid}{syn}"),
-              "fig5_misdiagnoses.png")
-        parts = []
-        for n, r in recs.items():
-            parts.append(f"{n}: of {r['n_melanoma']} melanomas {r['melanoma_caught']} caught, "
-                         f"{r['melanoma_missed']} missed (confident benign label; {r['melanoma_missed_before']} "
-                         f"without rejection), {r['melanoma_referred']} referred as *Uncertain*; "
-                         f"{r['benign_referred']} of {r['n_benign']} benign lesions referred; test coverage "
-                         f"{r['coverage']:.2f}")
-        write_text(GEN / "fig5_misdiagnoses.md", _figure_md(
-            "fig5_misdiagnoses.png", "fig5",
-            f"**Fig. 5.** Where the melanomas of each test split go without and with rejection, run `{rid}`. "
-            + "; ".join(parts) + "." + _flag_sentence(flagged)) + "\n" + referral_table(blocks))
-    else:
-        write_text(GEN / "fig5_misdiagnoses.md", "_No rejection results._\n")
+
+def fig5(grid: Grid, rid: str | None, blocks: dict) -> tuple[object, str]:
+    """Fig. 5: where the melanomas went (referral accounting), the featured run; its table below."""
+    from . import plots
+
+    if not blocks:
+        return None, "_No rejection results._\n"
+    recs = {n: {**b["referral"], "flag": "FLAGGED" if b.get("flags") else ""} for n, b in blocks.items()}
+    fig = plots.referral_bar(recs, title=f"melanomas before / after rejection, {rid}{_syn(grid)}")
+    parts = []
+    for n, r in recs.items():
+        parts.append(f"{n}: of {r['n_melanoma']} melanomas {r['melanoma_caught']} caught, "
+                     f"{r['melanoma_missed']} missed (confident benign label; {r['melanoma_missed_before']} "
+                     f"without rejection), {r['melanoma_referred']} referred as *Uncertain*; "
+                     f"{r['benign_referred']} of {r['n_benign']} benign lesions referred; test coverage "
+                     f"{r['coverage']:.2f}")
+    return fig, (f"**Fig. 5.** Where the melanomas of each test split go without and with rejection, run `{rid}`. "
+                 + "; ".join(parts) + "." + _flag_sentence(_flagged_names(blocks)))
+
+
+def fig_risk_coverage(grid: Grid, rid: str | None, blocks: dict) -> tuple[object, str]:
+    from . import plots
 
     rcs = {name: blk["curves"]["risk_coverage"] for name, blk in blocks.items()
            if (blk.get("curves") or {}).get("risk_coverage")}
-    if rcs:
-        pts = {n: (b["coverage"], 1 - b["after"]["accuracy"]) for n, b in blocks.items()
-               if n in rcs and np.isfinite(b["after"].get("accuracy", np.nan))}
-        _save(plots.risk_coverage(rcs, title=f"risk–coverage, {rid}{syn}", points=pts), "fig_risk_coverage.png")
-        write_text(GEN / "fig_risk_coverage.md", _figure_md(
-            "fig_risk_coverage.png", "fig-rc",
-            f"Selective risk (error rate of the retained) vs coverage when rejecting by entropy, run `{rid}`, "
-            "test splits; the dot is where the threshold chosen on validation landed: "
-            + "; ".join(f"{n} coverage {c:.2f}, risk {r:.3f}" for n, (c, r) in pts.items()) + "."
-            + _flag_sentence(flagged)))
-    else:
-        write_text(GEN / "fig_risk_coverage.md", "_No risk–coverage curves._\n")
+    if not rcs:
+        return None, "_No risk–coverage curves._\n"
+    pts = {n: (b["coverage"], 1 - b["after"]["accuracy"]) for n, b in blocks.items()
+           if n in rcs and np.isfinite(b["after"].get("accuracy", np.nan))}
+    fig = plots.risk_coverage(rcs, title=f"risk–coverage, {rid}{_syn(grid)}", points=pts)
+    return fig, (f"Selective risk (error rate of the retained) vs coverage when rejecting by entropy, run `{rid}`, "
+                 "test splits; the dot is where the threshold chosen on validation landed: "
+                 + "; ".join(f"{n} coverage {c:.2f}, risk {r:.3f}" for n, (c, r) in pts.items()) + "."
+                 + _flag_sentence(_flagged_names(blocks)))
+
+
+def heatmaps(grid: Grid, summary: pd.DataFrame) -> tuple[object, str]:
+    """AUC and ECE before rejection across models × training combinations, per evaluation set."""
+    from . import plots
+    from .report import metric_matrix
+
+    tables = {m: metric_matrix(summary, m) for m in ("auc", "ece")}
+    if not tables["auc"] or all(t.size <= 1 for t in tables["auc"].values()):
+        return None, "_One model and one combination only: no grid to map._\n"
+    figs = [plots.metric_heatmap(tables["auc"], "AUC-ROC", title=f"AUC-ROC, test splits, before rejection{_syn(grid)}"),
+            plots.metric_heatmap(tables["ece"], "ECE", higher_is_better=False, pct=False,
+                                 title=f"ECE, test splits, before rejection{_syn(grid)}")]
+    best = []
+    for es, t in tables["auc"].items():
+        st = t.stack()
+        if len(st):
+            (m, c), v = st.idxmax(), st.max()
+            best.append(f"{es}: {m} on [{c}] ({fmt(v)})")
+    return figs, ("AUC-ROC (higher is better) and ECE (lower is better) of every run before rejection, one "
+                  "panel per test set, models × training combinations (blank: no such run; leakage twins left "
+                  "out). Highest AUC: " + "; ".join(best) + ".")
+
+
+def figures(grid: Grid, summary: pd.DataFrame, chosen) -> None:
+    """Every figure of the results chapter into ``_generated/`` (PNG + a Markdown figure with its
+    caption), and the tables that go with them."""
+    rid = featured_run(grid, chosen)
+    rej = _rej(grid, rid) if rid else {}
+    blocks = _blocks(rej)
+    write_text(GEN / "rejection_rule.md", rejection_rule(grid, rej) if rej else "_No rejection results._\n")
+    for name, key, (fig, cap) in (("fig3_accuracy_vs_threshold", "fig3", fig3(grid, rid, rej, blocks)),
+                                  ("fig4_calibration", "fig4", fig4(grid)),
+                                  ("fig5_misdiagnoses", "fig5", fig5(grid, rid, blocks)),
+                                  ("fig_risk_coverage", "fig-rc", fig_risk_coverage(grid, rid, blocks))):
+        md = _figure_md(_save(fig, f"{name}.png"), key, cap) if fig is not None else cap
+        if key == "fig5" and fig is not None:
+            md += "\n" + referral_table(blocks)
+        write_text(GEN / f"{name}.md", md)
     write_text(GEN / "rejection_variants.md", variants_table(summary, rid))
     write_text(GEN / "eval_sources.md", eval_sources_table(rej))
     guarantees_section(grid, summary, rid, blocks)
@@ -419,8 +512,10 @@ def _kept_cell(m: dict) -> str:
     return k
 
 
-def guarantees_section(grid: Grid, summary: pd.DataFrame, rid: str | None, blocks: dict[str, dict]) -> None:
-    """Entropy rule vs conformal sets vs SGR: what each promises, what test did, miss rate vs coverage."""
+def guarantees(grid: Grid, summary: pd.DataFrame, rid: str | None,
+               blocks: dict[str, dict]) -> tuple[str, object, str, str]:
+    """Entropy rule vs conformal sets vs SGR: (text and table, figure or None, its caption, the
+    across-the-grid table)."""
     from . import plots
     from .conformal import PROMISES
 
@@ -455,8 +550,7 @@ def guarantees_section(grid: Grid, summary: pd.DataFrame, rid: str | None, block
             points[name] = {k: (ms[k]["coverage"], ms[k]["miss_rate"]) for k in ("entropy", "conformal", "sgr")
                             if k in ms}
     if not rows:
-        write_text(GEN / "guarantees.md", "_No rejection results._\n")
-        return
+        return "_No rejection results._\n", None, "", ""
     a = blocks[next(iter(blocks))].get("methods", {}).get("conformal", {}).get("alpha", np.nan)
     md = [f"Run `{rid}`, test splits; every rule fitted on the evaluation set's validation split only. "
           "What each method promises:\n",
@@ -467,15 +561,21 @@ def guarantees_section(grid: Grid, summary: pd.DataFrame, rid: str | None, block
           "Beta-Binomial draws lie above it);",
           f"- **selective guaranteed risk** (Geifman & El-Yaniv 2017): {PROMISES['sgr']}.\n",
           _md_table(pd.DataFrame(rows))]
-    if curves:
-        _save(plots.miss_rate_vs_coverage(curves, points, title=f"melanoma miss rate vs coverage, {rid}{_syn(grid)}"),
-              "fig_guarantees.png")
-        md.append(_figure_md("fig_guarantees.png", "fig-guarantees",
-                             f"Melanomas given a confident benign label (fraction of all melanomas) against coverage "
-                             f"on each test split, run `{rid}`, as each method's parameter varies (entropy rule: r "
-                             "0 … 0.9; conformal: α 0.01 … 0.5; SGR: target 0.02 … 0.5, where met); the dots are "
-                             "the operating points of the table above."))
-    md.append(promise_summary(summary))
+    fig = (plots.miss_rate_vs_coverage(curves, points, title=f"melanoma miss rate vs coverage, {rid}{_syn(grid)}")
+           if curves else None)
+    cap = (f"Melanomas given a confident benign label (fraction of all melanomas) against coverage "
+           f"on each test split, run `{rid}`, as each method's parameter varies (entropy rule: r "
+           "0 … 0.9; conformal: α 0.01 … 0.5; SGR: target 0.02 … 0.5, where met); the dots are "
+           "the operating points of the table above.")
+    return "\n".join(md), fig, cap, promise_summary(summary)
+
+
+def guarantees_section(grid: Grid, summary: pd.DataFrame, rid: str | None, blocks: dict[str, dict]) -> None:
+    head, fig, cap, tail = guarantees(grid, summary, rid, blocks)
+    md = [head]
+    if fig is not None:
+        md.append(_figure_md(_save(fig, "fig_guarantees.png"), "fig-guarantees", cap))
+    md.append(tail)
     write_text(GEN / "guarantees.md", "\n".join(md))
 
 
@@ -621,7 +721,7 @@ def runs_table(runs: pd.DataFrame) -> str:
     if len(failed):
         out += "\n**Failed runs** — the executed notebook shows the error:\n\n"
         for _, r in failed.iterrows():
-            out += f"- `{r['run_id']}` failed at {r['failed_step']}: {r['error']} — `{r['notebook']}`\n"
+            out += f"- `{r['run_id']}` failed at {r['failed_step']}: {r['error']} — `{_shown_path(r['notebook'])}`\n"
     else:
         out += "\nNo run failed.\n"
     return out
@@ -665,22 +765,48 @@ def webapp_section(grid: Grid) -> None:
     assemble_site(extra / "webapp", web)
     mj = read_json(web / "model.json")
     shot = web / "screenshot.png"
+    if not shot.is_file() and grid.is_synthetic:
+        _take_screenshot(grid, web, shot)
     md = ['<p><strong><a href="webapp/index.html">Open the web page</a></strong> '
           "(served with this book, works offline).</p>\n",
+          "The page needs a web server (browsers do not run its model from a `file://` address): "
+          "`make serve` (or `melanoma serve`) serves this book on localhost and prints the address; opened "
+          "as a file, the page says so.\n",
           "| model | training combination | input | ONNX size | entropy threshold | its coverage val / test |",
           "|---|---|---|---|---|---|",
           f"| `{mj.get('model')}` | [{mj.get('train_label', mj.get('train', ''))}] | "
           f"{mj.get('input_size', '')} px | {mj['onnx']['bytes'] / 1024:.0f} KB | "
           f"{mj.get('threshold', float('nan')):.3f} bits ({mj.get('threshold_source', '')}) | "
           f"{_facts_cov(mj.get('threshold_facts') or {})} |\n"]
-    if shot.is_file():
+    if shot.is_file() and grid.is_synthetic:  # a real-data grid's page would show a real image
         shutil.copy(shot, GEN / "fig2_webapp.png")
         md.append(_figure_md("fig2_webapp.png", "fig2",
                              "**Fig. 2.** The page in headless Chromium, scoring a synthetic image offline "
                              "(screenshot taken by `tests/test_web.py` / the workflow)."))
     else:
-        md.append("_Fig. 2 (screenshot) is made by the browser test; it was not available for this build._\n")
+        md.append("_Fig. 2 (a screenshot of the page scoring an image) needs Debian's Chromium, which this "
+                  "machine lacks: install it (`make browser`, as root: `apt-get install -y chromium`), then "
+                  f"rebuild the book (`melanoma book --grid {_shown_path(grid.path)}`): the book step takes the "
+                  "missing screenshot._\n" if grid.is_synthetic else
+                  "_Fig. 2 is not shown for a real-data grid: the screenshot would show a patient's image._\n")
     write_text(GEN / "webapp.md", "\n".join(md))
+
+
+def _take_screenshot(grid: Grid, web: Path, shot: Path) -> None:
+    """Fig. 2 when the workflow's export step could not take it (Chromium installed since): the page
+    scoring the first melanoma of the first evaluation set's SYNTHETIC test split."""
+    import argparse
+
+    from .browser import CHROMIUM
+    from .cli import cmd_screenshot
+
+    if not CHROMIUM.is_file():
+        return
+    try:
+        cmd_screenshot(argparse.Namespace(image=None, work=grid.work, dataset=grid.eval_sets[0], model_dir=web,
+                                          out=shot, optional=True))
+    except Exception as e:  # the book still builds, and says how to get Fig. 2
+        print(f"WARNING: no Fig. 2: the screenshot failed ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 def performance_section() -> None:
@@ -688,6 +814,7 @@ def performance_section() -> None:
     text = res.read_text() if res.is_file() else "_No benchmark results yet: run `make bench`._\n"
     # demote headings so the page keeps one title
     text = "\n".join(("#" + l) if l.startswith("#") else l for l in text.splitlines()) + "\n"
+    text = scrub_paths(text)
     write_text(GEN / "performance.md", text)
 
 
@@ -704,11 +831,35 @@ def paper_tables() -> dict[str, str]:
     t3 = pd.DataFrame([{"Test set": r[0], "Network": r[1], "Train sets": f"[{r[2]}]",
                         "Brier before": f"{r[3]:.4f}", "ECE before": f"{r[4]:.4f}",
                         "Brier after": f"{r[5]:.4f}", "ECE after": f"{r[6]:.4f}"} for r in y["table3"]])
-    head = "\n**Reported in the paper** (for comparison; `params/paper_results.yaml`):\n\n"
+    head = ("\n**Reported in the paper, on real data** — the paper's own numbers for comparing shapes, not "
+            "results of this project (read from `params/paper_results.yaml`; models, datasets and sizes "
+            "differ from this grid's):\n\n")
     return {"table1": head + _md_table(t1), "table2": head + _md_table(t2), "table3": head + _md_table(t3)}
 
 
 # ----------------------------------------------------------------------------- driver
+
+#: The chapters that show results: notebooks/book/<page>.ipynb, executed into BOOK/<page>.ipynb.
+PAGES = ("datasets", "results", "leaderboard", "runs")
+PAGE_SOURCES = REPO / "notebooks" / "book"
+#: The appendix "How one run is made": the featured run's executed notebooks, BOOK/run/<step>.
+RUN_STEPS = ("01_ingest", "02_train", "03_calibrate", "04_reject")
+_REPO_DIRS = "benchmarks|params|results|work|notebooks|book|workflow|melanoma|tests|web"
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` without absolute machine paths: this repository's (or another clone's) become
+    relative (``benchmarks/RESULTS.md``), its neighbours ``../shared/...``, temporary folders
+    ``TMP/...`` and the home folder ``~``."""
+    import re
+
+    text = text.replace(str(REPO) + "/", "").replace(str(REPO), ".")
+    text = re.sub(rf"(?<![\w.~-])/(?:[\w.@+-]+/)+?(?=(?:{_REPO_DIRS})/)", "", text)
+    text = re.sub(rf"(?<![\w.~/-]){re.escape(str(REPO.parent))}/", "../", text)
+    text = re.sub(r"(?<![\w.~-])/tmp/", "TMP/", text)
+    home = str(Path.home())
+    return text.replace(home + "/", "~/") if home not in ("/", "") else text
+
 
 def _copy_sources() -> None:
     if BOOK == SOURCE.resolve():
@@ -720,40 +871,172 @@ def _copy_sources() -> None:
     shutil.copytree(SOURCE / "_static", BOOK / "_static", dirs_exist_ok=True)
 
 
+def _write_notebook(nb, path: Path, grid: Grid | None = None) -> None:
+    """An executed notebook into the book, atomically, without absolute paths (and, for a real-data
+    grid, without any image output: a notebook may show dataset images)."""
+    import nbformat
+
+    if grid is not None and not grid.is_synthetic:
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                data = out.get("data") or {}
+                if any(k.startswith("image/") for k in data):
+                    out["data"] = {"text/plain": "[image not shown: a real-data grid's book shows no image]"}
+    _scrub_notebook(nb)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, nbformat.writes(nb))
+    for other in path.parent.glob(path.stem + ".*"):  # a page is either a notebook or a note
+        if other != path and other.suffix in (".md", ".ipynb"):
+            other.unlink()
+
+
+def _scrub_notebook(nb) -> None:
+    """:func:`scrub_paths` on a notebook's text (sources, text outputs, tracebacks, papermill's
+    metadata), never on image data."""
+    import json
+
+    for cell in nb.cells:
+        cell.source = scrub_paths(cell.source)
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = scrub_paths(out["text"])
+            if "traceback" in out:
+                out["traceback"] = [scrub_paths(t) for t in out["traceback"]]
+            if "evalue" in out:
+                out["evalue"] = scrub_paths(out["evalue"])
+            for k, v in (out.get("data") or {}).items():
+                if k.startswith("text/") or k.endswith("json"):
+                    out["data"][k] = (scrub_paths(v) if isinstance(v, str) else
+                                      json.loads(scrub_paths(json.dumps(v))))
+    if "papermill" in nb.metadata:
+        nb.metadata["papermill"] = json.loads(scrub_paths(json.dumps(nb.metadata["papermill"])))
+
+
+def fold(nb) -> None:
+    """Code cells folded (``hide-input``: the output shows, the code is one click away); the
+    parameter cells (papermill's injected one names machine paths) removed."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = list(cell.metadata.get("tags", []))
+        if {"parameters", "injected-parameters"} & set(tags):
+            tags = [t for t in tags if t != "hide-input"] + ["remove-cell"]
+        elif "hide-input" not in tags and "remove-cell" not in tags:
+            tags.append("hide-input")
+        cell.metadata["tags"] = list(dict.fromkeys(tags))
+
+
+def execute_pages(grid: Grid, pages=PAGES) -> dict[str, dict]:
+    """Execute the book's notebook pages with papermill, all in one kernel (``nbrun``'s steps), into
+    ``BOOK/<page>.ipynb`` with their code folded. A page that fails stops the book, naming its
+    executed notebook."""
+    import nbformat
+
+    from .nbrun import Step, run_steps
+
+    out = GEN / "pages"
+    steps = [Step(PAGE_SOURCES / f"{p}.ipynb", out / f"{p}.ipynb", out / f"{p}.status.json",
+                  {"grid_file": str(grid.path)}, cwd=REPO) for p in pages]
+    results = dict(zip(pages, run_steps(steps)))
+    failed = {p: r for p, r in results.items() if r["status"] != "ok"}
+    if failed:
+        raise RuntimeError("book pages failed: " + "; ".join(f"{p}: {r['error']} (see {r['notebook']})"
+                                                             for p, r in failed.items()))
+    for p in pages:
+        nb = nbformat.read(out / f"{p}.ipynb", as_version=4)
+        fold(nb)
+        _write_notebook(nb, BOOK / f"{p}.ipynb", grid)
+    return results
+
+
+def _found(grid: Grid, path: str | Path) -> Path | None:
+    """A notebook path recorded in a status file, or the same file under this grid's results folder
+    (a results folder copied or moved since)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    for k in (1, 2, 3):
+        q = grid.results.joinpath(*p.parts[-k:])
+        if q.is_file():
+            return q
+    return None
+
+
+def run_notebooks(grid: Grid, rid: str) -> dict[str, Path | None]:
+    """The executed 01–04 notebooks of run ``rid``: the ingest of the first release it trains on,
+    its training job's notebook (a grouped job's trains several runs), its calibrate and reject."""
+    from .datasets import parse_combo
+
+    rd = grid.results / "runs" / rid
+    rj = read_json(rd / "run.json") if (rd / "run.json").is_file() else {}
+    train = rj.get("train") or (rid.split("__")[1] if "__" in rid else "")
+    ingest = None
+    try:
+        order = [*parse_combo(train), *grid.eval_sets]
+    except Exception:  # an unreadable combination: the evaluation sets' ingest
+        order = list(grid.eval_sets)
+    for ds in order:
+        ingest = _found(grid, grid.results / "ingest" / f"{ds}.ipynb")
+        if ingest:
+            break
+    st = read_json(rd / "status-train.json") if (rd / "status-train.json").is_file() else {}
+    train_nb = _found(grid, st["notebook"]) if st.get("notebook") else _found(grid, rd / "02_train.ipynb")
+    return {"01_ingest": ingest, "02_train": train_nb,
+            "03_calibrate": _found(grid, rd / "03_calibrate.ipynb"), "04_reject": _found(grid, rd / "04_reject.ipynb")}
+
+
+def howto_section(grid: Grid, rid: str | None) -> None:
+    """The appendix: the featured run's executed notebooks, as they ran (code shown), in BOOK/run/."""
+    import nbformat
+
+    found = run_notebooks(grid, rid) if rid else dict.fromkeys(RUN_STEPS)
+    titles = {"01_ingest": "01 · Ingest", "02_train": "02 · Train", "03_calibrate": "03 · Calibrate",
+              "04_reject": "04 · Reject"}
+    lines = []
+    for step in RUN_STEPS:
+        src = found.get(step)
+        if src is None:
+            write_text(BOOK / "run" / f"{step}.md", f"# {titles[step]}\n\n_Not available: run `{rid}` has no "
+                       f"executed `{step}` notebook in this grid's results._\n")
+            for other in (BOOK / "run").glob(f"{step}.ipynb"):
+                other.unlink()
+            lines.append(f"- {titles[step]}: not available")
+            continue
+        nb = nbformat.read(src, as_version=4)
+        if not nb.cells or nb.cells[0].cell_type != "markdown" or not nb.cells[0].source.startswith("# "):
+            nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {titles[step]}"))
+        _write_notebook(nb, BOOK / "run" / f"{step}.ipynb", grid)
+        lines.append(f"- {titles[step]}: `{_shown_path(src)}`")
+    write_text(GEN / "howto.md",
+               (f"The run shown is `{rid}` (the run of Figs. 3 and 5). " if rid else "No run to show. ")
+               + "Each page below is the notebook the workflow executed for it (papermill), with its "
+               "parameters (the cell tagged `injected-parameters`) and outputs as they were:\n\n"
+               + "\n".join(lines) + "\n")
+
+
 def render(grid: Grid) -> None:
+    """Everything the book shows, from the grid's outputs: the Markdown pages' pieces into
+    ``_generated/``, the notebook pages executed into the book, the appendix's notebooks copied."""
     from .plots import framework_diagram
 
     _copy_sources()
     if GEN.exists():
         shutil.rmtree(GEN)  # nothing stale from an earlier grid survives
     GEN.mkdir(parents=True)
+    if BOOK != SOURCE.resolve():  # an older book's Markdown page of the same name would shadow a notebook
+        for p in PAGES:
+            (BOOK / f"{p}.md").unlink(missing_ok=True)
     summary = pd.read_parquet(grid.results / "summary.parquet")
     runs = pd.read_parquet(grid.results / "runs.parquet")
     write_text(GEN / "banner.md", banner(grid))
     write_text(GEN / "provenance.md", provenance(grid, summary, runs))
     write_text(GEN / "commands.md", commands(grid))
     _save(framework_diagram(), "fig1_framework.png")
-    datasets_section(grid)
-    leakage_section(grid)
-    t1, chosen, t1_flagged = table1(grid, summary)
-    syn_note = "\n_All numbers: SYNTHETIC data._\n" if grid.is_synthetic else ""
-    flagged_md = ("\n**Flagged results, not ranked** (their after-rejection numbers describe a degenerate "
-                  "rejection; the flag says why):\n\n" + _md_table(t1_flagged)) if len(t1_flagged) else \
-        "\nNo rejection result of this grid is flagged.\n"
-    write_text(GEN / "table1.md", (_md_table(t1) if len(t1) else "_No unflagged results._\n") + flagged_md + syn_note)
-    t3 = table3(summary, chosen)
-    write_text(GEN / "table3.md", (_md_table(t3) if len(t3) else "_No results._\n") + syn_note)
-    write_text(GEN / "table2.md", table2(summary) + syn_note)
-    if grid.name == "paper":  # the paper's own numbers beside ours
-        for key, text in paper_tables().items():
-            f = GEN / f"{key}.md"
-            write_text(f, f.read_text() + text)
-    figures(grid, summary, chosen)
-    write_text(GEN / "aurc_table.md", aurc_table(summary))
-    write_text(GEN / "leakage_experiment.md", leakage_experiment(grid, summary))
-    write_text(GEN / "runs_table.md", runs_table(runs) + "\n" + rejection_by_run(summary))
+    _, chosen, _ = table1(grid, summary)
+    howto_section(grid, featured_run(grid, chosen))
     webapp_section(grid)
     performance_section()
+    execute_pages(grid)
 
 
 def build(strict: bool = True) -> Path:

@@ -221,6 +221,43 @@ def cmd_book(a) -> int:
     return 0
 
 
+def cmd_serve(a) -> int:
+    """Serve the built book on localhost (its web page needs http://, not file://) until Ctrl-C."""
+    import functools
+    import http.server
+
+    from .book import BOOK
+
+    root = Path(a.dir) if a.dir else BOOK / "_build" / "html"
+    if not (root / "index.html").is_file():
+        print(f"no built book in {root}: build it first (`make demo`, or `melanoma book --grid GRID`), "
+              "or pass --dir FOLDER", file=sys.stderr)
+        return 2
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    try:
+        httpd = http.server.ThreadingHTTPServer((a.host, a.port), functools.partial(Handler, directory=str(root)))
+    except OSError as e:
+        print(f"cannot serve on {a.host}:{a.port} ({e.strerror}); choose another port: --port 8001 "
+              "(or --port 0 for any free one)", file=sys.stderr)
+        return 2
+    url = f"http://{a.host}:{httpd.server_address[1]}"
+    print(f"serving {root}\n  the book:     {url}/index.html", flush=True)
+    if (root / "webapp" / "index.html").is_file():
+        print(f"  the web page: {url}/webapp/index.html", flush=True)
+    print("Ctrl-C stops.", flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+    return 0
+
+
 def cmd_export(a) -> int:
     from .export import assemble_site, export_run
 
@@ -478,6 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", "--grid-file", dest="grid", required=True, help="grid file or its results folder")
     s.add_argument("--no-strict", action="store_true", help="do not pass -W -n --keep-going to jupyter-book")
     s.set_defaults(func=cmd_book)
+
+    s = sub.add_parser("serve", help="serve the built book on localhost and print its address (the web page "
+                                     "needs http://, not file://)")
+    s.add_argument("--dir", default=None, help="folder to serve (default: the book's _build/html)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("export", help="a run's model → DIR/model.onnx + DIR/model.json for the web page")
     s.add_argument("run_dir", type=Path, help="a finished run directory (params.yaml, model.pt, run.json)")

@@ -55,7 +55,7 @@ PARITY_TOL = 1e-4                # max |Δ logit| between onnxruntime and torch
 MODEL_JSON_VERSION = 1
 WEB_DIR = sources() / "web"
 #: The page's own files (``web/``), copied by :func:`assemble_site`.
-PAGE_FILES = ("index.html", "app.js", "preprocess.js", "style.css")
+PAGE_FILES = ("index.html", "fileguard.js", "app.js", "preprocess.js", "style.css")
 #: onnxruntime-web's wasm-only build (``web/node_modules/onnxruntime-web/dist/``): the loader, the
 #: Emscripten glue it imports, and the SIMD wasm binary (single-threaded here: no COOP/COEP needed).
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
@@ -406,7 +406,7 @@ def assemble_site(site_dir: str | os.PathLike, model_dir: str | os.PathLike, *,
     """Copy the page, the onnxruntime-web wasm runtime and the model into ``site_dir``.
 
     ``site_dir`` then holds everything the page loads (all same-origin, relative URLs):
-    ``index.html app.js preprocess.js style.css``, :data:`ORT_FILES`, ``model.onnx model.json``.
+    ``index.html fileguard.js app.js preprocess.js style.css``, :data:`ORT_FILES`, ``model.onnx model.json``.
     Serve it with any static web server (or copy it into the book's HTML build).
     """
     site_dir, model_dir, web_dir = Path(site_dir), Path(model_dir), Path(web_dir)

@@ -30,7 +30,32 @@ __all__ = [
     "sample_grid",
     "framework_diagram",
     "learning_curves",
+    "metric_heatmap",
 ]
+
+
+def legend_label(label) -> str:
+    """``label`` as a legend entry matplotlib shows: it hides every label that starts with ``_``
+    (``_7_point_criteria``, the paper's name for the 7-point criteria set), so such a label gets a
+    leading space. Every series label of this module goes through here."""
+    s = str(label)
+    return f" {s}" if s.startswith("_") else s
+
+
+def _title(target, text: str | None, fontsize: str = "medium") -> None:
+    """A title wrapped to the figure's width (an axes title is not wrapped by matplotlib's layout
+    and was clipped at the figure's edge); ``target`` is an Axes or, for a suptitle, the Figure."""
+    if not text:
+        return
+    import textwrap
+
+    fig = target if isinstance(target, Figure) else target.figure
+    width = max(20, int(fig.get_figwidth() * 9))  # ~9 characters per inch at the medium size
+    text = textwrap.fill(str(text), width)
+    if isinstance(target, Figure):
+        target.suptitle(text, fontsize=fontsize)
+    else:
+        target.set_title(text, fontsize=fontsize)
 
 
 def _figure(figsize=(5.0, 4.0)) -> tuple[Figure, object]:
@@ -74,14 +99,24 @@ def reliability_diagram(curves: Mapping[str, Mapping], title: str | None = None)
     >>> len(fig.axes[0].lines)
     2
     """
+    import pandas as pd
+    import seaborn as sns
+
     curves = _check_mapping(curves, "curves")
     fig, ax = _figure()
     ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="perfect calibration")
-    kinds = set()
+    kinds, parts = set(), []
     for label, c in curves.items():
         _need(c, ("confidence", "accuracy"), f"curves[{label!r}]")
         kinds.add(c.get("kind", "top-label"))
-        ax.plot(np.asarray(c["confidence"]), np.asarray(c["accuracy"]), marker="o", ms=4, label=str(label))
+        parts.append(pd.DataFrame({"confidence": np.asarray(c["confidence"], float),
+                                   "accuracy": np.asarray(c["accuracy"], float), "run": legend_label(label)}))
+    data = pd.concat(parts, ignore_index=True)
+    # one line per run, markers on the bins (seaborn: hue and marker style per run, legend from the data)
+    sns.lineplot(data=data, x="confidence", y="accuracy", hue="run", style="run", markers=True, dashes=False,
+                 estimator=None, sort=True, ax=ax, palette="colorblind", markersize=6, legend=False)
+    for line, run in zip(ax.lines[1:], data["run"].unique()):
+        line.set_label(run)
     positive = kinds == {"positive"}
     ax.set_xlabel("mean predicted p(melanoma)" if positive else "confidence (max softmax)")
     ax.set_ylabel("fraction of melanoma" if positive else "accuracy")
@@ -89,8 +124,7 @@ def reliability_diagram(curves: Mapping[str, Mapping], title: str | None = None)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
     ax.legend(fontsize="small", loc="upper left")
-    if title:
-        ax.set_title(title)
+    _title(ax, title)
     return fig
 
 
@@ -131,7 +165,7 @@ def accuracy_vs_threshold(tables: Mapping[str, Mapping], title: str | None = Non
         # relative mode: each candidate is a fraction r of validation rejected (the seed code's axis)
         use_fraction = mode == "relative" and "fraction" in t
         x = np.asarray(t["fraction"] if use_fraction else t["threshold"], dtype=float)
-        (line,) = ax.plot(x, np.asarray(t["accuracy"]), marker=".", label=f" {label}")
+        (line,) = ax.plot(x, np.asarray(t["accuracy"]), marker=".", label=legend_label(label))
         chosen = (s.get("fraction") if use_fraction else s.get("threshold")) if "table" in s else None
         if chosen is not None and np.isfinite(chosen):
             j = int(np.nanargmin(np.abs(x - chosen)))
@@ -140,8 +174,7 @@ def accuracy_vs_threshold(tables: Mapping[str, Mapping], title: str | None = Non
                   "fraction rejected" if mode == "coverage" else "entropy threshold (bits)")
     ax.set_ylabel("accuracy on retained (validation)")
     ax.legend(fontsize="small")
-    if title:
-        ax.set_title(title, wrap=True)
+    _title(ax, title)
     return fig
 
 
@@ -192,8 +225,7 @@ def misdiagnoses_bar(records, title: str | None = None) -> Figure:
     ax.set_xticks(x, [str(label) for label, _ in items])
     ax.set_ylabel("number of test cases")
     ax.legend(fontsize="small", ncols=2)
-    if title:
-        ax.set_title(title)
+    _title(ax, title)
     return fig
 
 
@@ -230,7 +262,7 @@ def risk_coverage(curves: Mapping[str, Mapping], title: str | None = None,
     for label, c in curves.items():
         _need(c, ("coverage", "risk"), f"curves[{label!r}]")
         (line,) = ax.plot(np.asarray(c["coverage"]), np.asarray(c["risk"]), drawstyle="steps-post",
-                          label=f" {label}")
+                          label=legend_label(label))
         if label in points:
             cov, risk = points[label]
             ax.scatter([cov], [risk], color=line.get_color(), zorder=3, s=40, edgecolor="black")
@@ -239,8 +271,7 @@ def risk_coverage(curves: Mapping[str, Mapping], title: str | None = None,
     ax.set_xlabel("coverage")
     ax.set_ylabel("selective risk (error rate on retained)")
     ax.legend(fontsize="small")
-    if title:
-        ax.set_title(title, wrap=True)
+    _title(ax, title)
     return fig
 
 
@@ -286,18 +317,17 @@ def miss_rate_vs_coverage(curves: Mapping[str, Mapping], points: Mapping[str, Ma
             colour, label = styles.get(method, (None, method))
             cov, miss = np.asarray(c["coverage"], float), np.asarray(c["miss_rate"], float)
             order = np.argsort(cov, kind="stable")
-            ax.plot(cov[order], miss[order], marker=".", color=colour, label=f" {label}")
+            ax.plot(cov[order], miss[order], marker=".", color=colour, label=legend_label(label))
             pt = (points.get(es) or {}).get(method)
             if pt is not None and all(np.isfinite(pt)):
                 ax.scatter([pt[0]], [pt[1]], color=colour, edgecolor="black", s=50, zorder=3)
         ax.set_xlim(0, 1.02)
         ax.set_ylim(bottom=0)
         ax.set_xlabel("coverage (confident predictions)")
-        ax.set_title(f" {es}", fontsize="medium")
+        ax.set_title(legend_label(es), fontsize="medium")
     axes[0].set_ylabel("melanomas given a confident benign label")
     axes[0].legend(fontsize="small")
-    if title:
-        fig.suptitle(title, wrap=True)
+    _title(fig, title)
     return fig
 
 
@@ -334,8 +364,11 @@ def referral_bar(records: Mapping[str, Mapping], title: str | None = None) -> Fi
             "benign_referred", "n_benign", "coverage")
     for label, r in records.items():
         _need(r, keys, f"record {label!r}")
-    fig, ax = _figure(figsize=(max(5.5, 2.0 * len(records) + 1.5), 4.2))
-    colours = {"caught": "#1a9641", "missed": "#d7191c", "referred": "#fdae61"}
+    fig, ax = _figure(figsize=(max(5.5, 1.8 * len(records) + 2.0), 4.6))
+    import seaborn as sns
+
+    pal = sns.color_palette("colorblind")
+    colours = {"caught": pal[2], "missed": pal[3], "referred": pal[0]}  # green, vermilion, blue
     w = 0.36
     ticks, names, seen = [], [], set()
     for i, (label, r) in enumerate(records.items()):
@@ -353,18 +386,22 @@ def referral_bar(records: Mapping[str, Mapping], title: str | None = None) -> Fi
                 bars = ax.bar(x, parts[k], w, bottom=bottom, color=colours[k],
                               label=f" melanoma {k}" if first else None)
                 if parts[k]:
-                    ax.bar_label(bars, labels=[f"{parts[k]:g}"], label_type="center", fontsize="x-small")
+                    ax.bar_label(bars, labels=[f"{parts[k]:g}"], label_type="center", fontsize="small")
                 bottom += parts[k]
         ticks += [i - w / 2 - 0.02, i + w / 2 + 0.02]
         flag = f"\n{r['flag']}" if r.get("flag") else ""
-        names.append(f"before\n{label}")
+        names.append("before")
         names.append(f"after\ncov. {float(r['coverage']):.2f}\nbenign ref. {int(r['benign_referred'])}/"
                      f"{int(r['n_benign'])}{flag}")
-    ax.set_xticks(ticks, names, fontsize="x-small")
+    ax.set_xticks(ticks, names, fontsize="small")
+    # each set's name centred under its pair of bars, below the longest tick label
+    depth = max(n.count("\n") for n in names) + 1
+    ax.set_xticks(range(len(records)), ["\n" * depth + legend_label(label).strip() for label in records],
+                  minor=True, fontsize="medium", fontweight="bold")
+    ax.tick_params(axis="x", which="minor", length=0)
     ax.set_ylabel("melanomas in the test split")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    if title:
-        ax.set_title(title, wrap=True)
+    _title(ax, title)
     return fig
 
 
@@ -424,8 +461,7 @@ def entropy_histogram(
     ax.set_xlabel("entropy (bits)" if base == 2 else f"entropy (base {base:g})")
     ax.set_ylabel("number of predictions")
     ax.legend(fontsize="small")
-    if title:
-        ax.set_title(title)
+    _title(ax, title)
     return fig
 
 
@@ -464,40 +500,109 @@ def sample_grid(work, manifest, per_class: int = 6, seed: int = 0, title: str | 
                 ax.imshow(img[(h - s0) // 2:(h - s0) // 2 + s0, (w - s0) // 2:(w - s0) // 2 + s0])
             if c == 0:
                 ax.set_ylabel(name)
-    if title:
-        fig.suptitle(title)
+    _title(fig, title)
     return fig
 
 
 def framework_diagram(title: str | None = None) -> Figure:
-    """Fig. 1: the framework as boxes and arrows (drawn by code, no image assets)."""
-    fig = Figure(figsize=(11, 2.6), layout="constrained")
+    """Fig. 1: the framework as boxes and arrows (drawn by code, no image assets).
+
+    Two rows of three steps (read left to right, then right to left), so the text stays readable
+    when the figure is shown at a page's width."""
+    from matplotlib.patches import FancyBboxPatch
+
+    fig = Figure(figsize=(8.0, 4.4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.set_xlim(0, 11)
-    ax.set_ylim(0, 2.6)
+    ax.set_xlim(0, 8)
+    ax.set_ylim(0, 4.4)
     ax.axis("off")
     steps = [
         ("11 public releases\n(official layouts)", "#dbe9f6"),
-        ("ingest + merge\nduplicates removed", "#dbe9f6"),
+        ("ingest + merge,\nduplicates removed", "#dbe9f6"),
         ("CNNs × dataset\ncombinations", "#e6f2dc"),
-        ("softmax p(melanoma)\nECE, Brier", "#e6f2dc"),
-        ("entropy > threshold\n(chosen on validation)", "#fbe5d6"),
-        ("Melanoma / Non-melanoma\nor Uncertain →\ndermatologist", "#fbe5d6"),
+        ("softmax p(melanoma);\nECE, Brier", "#e6f2dc"),
+        ("entropy > threshold\n(chosen on validation)?", "#fbe5d6"),
+        ("Melanoma / Non-melanoma,\nor Uncertain →\ndermatologist", "#fbe5d6"),
     ]
-    w, gap = 1.55, 0.28
-    for i, (text, color) in enumerate(steps):
-        x = 0.1 + i * (w + gap)
-        ax.add_patch(__import__("matplotlib.patches", fromlist=["FancyBboxPatch"]).FancyBboxPatch(
-            (x, 0.8), w, 1.1, boxstyle="round,pad=0.05", fc=color, ec="#555555"))
-        ax.text(x + w / 2, 1.35, text, ha="center", va="center", fontsize=8.5)
-        if i < len(steps) - 1:
-            ax.annotate("", xy=(x + w + gap - 0.02, 1.35), xytext=(x + w + 0.04, 1.35),
-                        arrowprops=dict(arrowstyle="->", color="#333333"))
-    ax.text(5.5, 0.35, "classification metrics before / after rejection; risk–coverage; "
-            "in-browser inference (no upload)", ha="center", fontsize=8.5, style="italic")
-    if title:
-        ax.set_title(title)
+    w, h, gap = 2.3, 1.25, 0.4
+    pos = [(0.1 + i * (w + gap), 2.75) for i in range(3)] + [(0.1 + i * (w + gap), 0.85) for i in (2, 1, 0)]
+    for (text, color), (x, y) in zip(steps, pos):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=color, ec="#555555"))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=11)
+    arrow = dict(arrowstyle="->", color="#333333", lw=1.5)
+    for (x0, y0), (x1, y1) in zip(pos, pos[1:]):
+        if y0 == y1:  # along a row (to the right on top, to the left below)
+            a, b = (x0 + w + 0.06, x1 - 0.06) if x1 > x0 else (x0 - 0.06, x1 + w + 0.06)
+            ax.annotate("", xy=(b, y0 + h / 2), xytext=(a, y0 + h / 2), arrowprops=arrow)
+        else:  # down, from the end of the top row to the start of the bottom row
+            ax.annotate("", xy=(x1 + w / 2, y1 + h + 0.08), xytext=(x0 + w / 2, y0 - 0.08), arrowprops=arrow)
+    ax.text(4.0, 0.3, "metrics before / after rejection; risk–coverage;\nin-browser inference (no upload)",
+            ha="center", va="center", fontsize=10.5, style="italic")
+    _title(ax, title)
+    return fig
+
+
+def metric_heatmap(tables: Mapping[str, "object"], metric: str, title: str | None = None,
+                   higher_is_better: bool = True, pct: bool = True) -> Figure:
+    """One metric across models × training combinations, one heatmap per evaluation set.
+
+    Parameters
+    ----------
+    tables : dict
+        ``{eval set: DataFrame}``, each indexed by model with one column per training combination
+        (NaN where the grid has no such run), e.g. from :func:`melanoma.report.metric_matrix`.
+    metric : str
+        Colour-bar label, e.g. ``"AUC-ROC"`` or ``"ECE"``.
+    higher_is_better : bool, default=True
+        The colour map runs dark → light toward the better end either way; one colour scale for
+        every panel, so colours compare across evaluation sets.
+    pct : bool, default=True
+        Annotate cells as percentages (else 3 decimals).
+
+    Returns
+    -------
+    Figure
+        One axes per evaluation set (plus colour bars).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"B": [0.8, 0.7], "A+B": [0.9, float("nan")]}, index=["resnet18", "vgg16"])
+    >>> fig = metric_heatmap({"ISIC2017": t, "_7_point_criteria": t}, "AUC-ROC")
+    >>> [a.get_title() for a in fig.axes[:2]]
+    ['ISIC2017', ' _7_point_criteria']
+    """
+    import seaborn as sns
+
+    tables = _check_mapping(tables, "tables")
+    n = len(tables)
+    first = next(iter(tables.values()))
+    label_w = 0.09 * max((len(str(i)) for i in first.index), default=8)  # the model names, in inches
+    panel_w = label_w + 1.4 + 0.55 * max(1, first.shape[1])
+    ncols = min(n, 2) if 2 * panel_w <= 11 else 1  # two panels a row only while they stay readable
+    nrows = -(-n // ncols)
+    width = ncols * panel_w
+    height = nrows * (1.4 + 0.4 * max(1, first.shape[0]))
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    cmap = "viridis" if higher_is_better else "viridis_r"
+    k = 100 if pct else 1
+    every = np.concatenate([np.asarray(t, dtype=float).ravel() for t in tables.values()]) * k
+    lo, hi = (float(np.nanmin(every)), float(np.nanmax(every))) if np.isfinite(every).any() else (0.0, 1.0)
+    for ax, (es, t) in zip(axes, tables.items()):
+        vals = t.astype(float)
+        sns.heatmap(vals * k, ax=ax, vmin=lo, vmax=hi, annot=True, fmt=".1f" if pct else ".3f", cmap=cmap,
+                    cbar_kws={"label": metric + (" (%)" if pct else "")}, linewidths=0.5, linecolor="white")
+        ax.set_title(legend_label(es), fontsize="medium")
+        ax.set_xlabel("training combination")
+        ax.set_ylabel("model")
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.tick_params(axis="y", labelrotation=0)
+    for ax in axes[n:]:
+        ax.remove()
+    _title(fig, title)
     return fig
 
 

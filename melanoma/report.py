@@ -306,3 +306,18 @@ def fmt_ci(x: float, lo: float, hi: float, pct: bool = True) -> str:
         return s
     return f"{s} [{fmt(lo, pct)}, {fmt(hi, pct)}]"
 
+
+
+def metric_matrix(summary: pd.DataFrame, metric: str, phase: str = "before") -> dict[str, pd.DataFrame]:
+    """``metric`` of every run as a models × training-combinations table, one per evaluation set
+    (keyed by the set's paper name); leakage twins (``leakage: keep``) are left out, a missing run
+    is NaN. Columns run from the fewest to the most datasets."""
+    s = summary[summary["phase"] == phase]
+    if "twin_of" in s:
+        s = s[s["twin_of"].fillna("") == ""]
+    out = {}
+    for es in s["eval_set"].drop_duplicates():
+        t = s[s["eval_set"] == es].pivot_table(index="model", columns="train", values=metric, aggfunc="first")
+        cols = sorted(t.columns, key=lambda c: (len(str(c).replace(",", "").replace("–", "")), str(c)))
+        out[get(es).name] = t[cols].astype(float)
+    return out

@@ -16,7 +16,7 @@ def test_formatting():
 
 def test_paper_reference_tables_render():
     t = paper_tables()
-    assert "Reported in the paper" in t["table1"]
+    assert "Reported in the paper, on real data" in t["table1"]
     assert "83.8% / 85.3%" in t["table1"]          # DenseNet201 on ISIC 2017, precision
     assert "90.7%" in t["table2"]                    # EfficientNetB1, private leaderboard
     assert "0.0832" in t["table3"] and "0.0478" in t["table3"]
@@ -116,3 +116,92 @@ def test_flagged_rejection_in_summary_tables_and_captions(tmp_path, monkeypatch)
     assert "conformal sets" in g and "selective guaranteed risk" in g and "fig_guarantees.png" in g
     conf = s[(s["phase"] == "method_conformal") & (s["eval_set"] == "isic2018")].iloc[0]
     assert f"{conf['class_coverage_melanoma']:.3f}" in g and "Across the grid" in g
+
+
+def test_table1_cells_carry_bootstrap_brackets():
+    import pandas as pd
+
+    from melanoma.book import _both_ci
+
+    b = pd.Series({"precision": 0.5, "precision_low": 0.4, "precision_high": 0.6})
+    a = pd.Series({"precision": 0.7, "precision_low": float("nan"), "precision_high": 0.8})
+    assert _both_ci(b, a, "precision") == "50.0% / 70.0%<br><small>[40.0%, 60.0%] / –</small>"
+
+
+def test_table2_says_a_word_on_an_auc_below_chance():
+    import pandas as pd
+
+    from melanoma.book import table2_notes
+
+    lb = pd.DataFrame({"run_id": ["resnet18__E", "m__B"], "auc": [0.073, 0.91], "n": [60, 60],
+                       "n_melanoma": [5, 5], "synthetic": [True, True]})
+    t = table2_notes(lb)
+    assert "60 held-out images, 5 of them melanomas (SYNTHETIC labels)" in t
+    assert "`resnet18__E`: AUC 7.3%, below 50 %" in t and "degenerate" in t and "SYNTHETIC" in t
+    assert "m__B" not in t
+    assert "below 50" not in table2_notes(lb[lb["auc"] > 0.5])
+
+
+def test_scrub_paths_leaves_no_absolute_machine_path():
+    from melanoma.book import scrub_paths
+    from melanoma.grid import REPO
+
+    text = (f"`{REPO}/results/demo/x.ipynb` --results /work/other-clone/benchmarks/RESULTS.md "
+            f"--work /tmp/melanoma-bench-work-1 data `{REPO.parent}/shared/realdata` a/b{REPO.parent}/c")
+    out = scrub_paths(text)
+    assert out == ("`results/demo/x.ipynb` --results benchmarks/RESULTS.md --work TMP/melanoma-bench-work-1 "
+                   f"data `../shared/realdata` a/b{REPO.parent}/c")
+
+
+def test_fold_hides_code_and_removes_parameter_cells():
+    import nbformat
+
+    from melanoma.book import fold
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t"), nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("page.table1()")])
+    nb.cells[1].metadata["tags"] = ["injected-parameters"]
+    fold(nb)
+    assert nb.cells[1].metadata["tags"] == ["injected-parameters", "remove-cell"]
+    assert nb.cells[2].metadata["tags"] == ["hide-input"]
+    assert "tags" not in nb.cells[0].metadata
+
+
+def test_melanoma_serve_prints_the_address_and_serves_the_book(tmp_path):
+    import subprocess
+    import sys
+    import urllib.request
+
+    (tmp_path / "index.html").write_text("<p>the book</p>")
+    (tmp_path / "webapp").mkdir()
+    (tmp_path / "webapp" / "index.html").write_text("<p>the page</p>")
+    p = subprocess.Popen([sys.executable, "-m", "melanoma.cli", "serve", "--dir", str(tmp_path), "--port", "0"],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [p.stdout.readline() for _ in range(3)]
+        book = next(l.split()[-1] for l in lines if "the book:" in l)
+        page = next(l.split()[-1] for l in lines if "the web page:" in l)
+        assert book.startswith("http://127.0.0.1:") and page == book.replace("index.html", "webapp/index.html")
+        assert urllib.request.urlopen(book, timeout=10).read() == b"<p>the book</p>"
+        assert urllib.request.urlopen(page, timeout=10).read() == b"<p>the page</p>"
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+    r = subprocess.run([sys.executable, "-m", "melanoma.cli", "serve", "--dir", str(tmp_path / "none")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "no built book" in r.stderr
+
+
+def test_make_demo_installs_or_finds_the_browser_first():
+    """`make demo` runs the `browser` target (Debian's Chromium, as `make test` does) before the
+    pipeline, so the book it builds has Fig. 2; `make serve` serves the built book."""
+    import subprocess
+
+    from melanoma.grid import REPO
+
+    out = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True,
+                         text=True).stdout
+    chromium = out.find("apt-get install -y -qq chromium")
+    assert 0 <= chromium < out.find("melanoma demo --grid"), out
+    serve = subprocess.run(["make", "-n", "serve"], cwd=REPO, capture_output=True, text=True).stdout
+    assert "melanoma serve --port 8000" in serve, serve

@@ -52,7 +52,7 @@ def test_no_unsafe_loading_in_the_package():
             assert "weights_only=True" in m.group(1), f"{f}: {m.group(0)}"
 
 
-@pytest.mark.parametrize("nb", sorted((REPO / "notebooks").glob("*.ipynb")))
+@pytest.mark.parametrize("nb", sorted((REPO / "notebooks").rglob("*.ipynb")))  # the book pages too
 def test_notebooks_committed_without_outputs_and_with_parameters(nb):
     import json
 

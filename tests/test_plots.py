@@ -153,3 +153,57 @@ def test_backend_untouched():
     before = matplotlib.get_backend()
     P.entropy_histogram(*outputs(1))
     assert matplotlib.get_backend() == before
+
+
+def _legend_texts(fig: Figure) -> list[str]:
+    out = []
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is not None:
+            out += [t.get_text().strip() for t in leg.get_texts()]
+    return out
+
+
+def test_every_series_has_a_legend_entry_even_with_a_leading_underscore():
+    """matplotlib hides labels starting with ``_``: the paper's ``_7_point_criteria`` lost its legend
+    entry in Fig. 3 and the risk–coverage plot. Every plot with series labels keeps all of them."""
+    y, p = outputs(0)
+    names = ["ISIC2017", "_7_point_criteria", "_private"]
+    search = U.search_threshold(y, p, grid=[0.2, 0.5, 1.0])
+    rc = U.risk_coverage_curve(y, p)
+    rel = M.reliability_curve(y, p)
+    figs = {
+        "reliability": P.reliability_diagram({n: rel for n in names}),
+        "accuracy_vs_threshold": P.accuracy_vs_threshold({n: search for n in names}),
+        "risk_coverage": P.risk_coverage({n: rc for n in names}, points={"_7_point_criteria": (0.8, 0.1)}),
+    }
+    for what, fig in figs.items():
+        texts = _legend_texts(fig)
+        for n in names:
+            assert n in texts, (what, n, texts)
+        _renders(fig)
+    c = {"entropy": {"coverage": [1, .8], "miss_rate": [.3, .2]}}
+    fig = P.miss_rate_vs_coverage({n: c for n in names})
+    assert [a.get_title().strip() for a in fig.axes] == names
+
+
+def test_titles_fit_the_figure():
+    """A long title is wrapped inside the figure's width instead of being clipped at its edge."""
+    y, p = outputs(1)
+    title = "validation, efficientnet_lite0__ABCDEFGHIJ (SYNTHETIC) — a rather long title " * 2
+    fig = P.accuracy_vs_threshold({"a": U.search_threshold(y, p, grid=[0.2, 1.0])}, title=title)
+    fig.canvas.draw()
+    bb = fig.axes[0].title.get_window_extent()
+    assert bb.x0 >= 0 and bb.x1 <= fig.bbox.width + 1
+
+
+def test_metric_heatmap_one_panel_per_set_with_annotations():
+    import pandas as pd
+
+    t = pd.DataFrame({"B": [0.8, 0.7], "A+B": [0.9, float("nan")]}, index=["resnet18", "vgg16"])
+    fig = P.metric_heatmap({"ISIC2017": t, "_7_point_criteria": t, "KaggleMB": t}, "AUC-ROC")
+    heat = [a for a in fig.axes if a.get_title()]
+    assert [a.get_title().strip() for a in heat] == ["ISIC2017", "_7_point_criteria", "KaggleMB"]
+    annots = sorted(x.get_text() for x in heat[0].texts)
+    assert annots == ["70.0", "80.0", "90.0"]   # the missing run is left blank
+    _renders(fig)

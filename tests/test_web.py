@@ -346,3 +346,29 @@ def test_drag_and_drop_and_camera_input(page, images):
     cam = page.locator("#camera")
     assert cam.get_attribute("accept") == "image/*" and cam.get_attribute("capture") is not None
     assert page.locator("#file").get_attribute("accept") == "image/*"
+
+
+def test_opened_as_a_file_it_says_at_once_how_to_open_it(browser, site):
+    """From file:// the browser blocks the page's module script and wasm: instead of "Loading the
+    model…" forever, the page says within a moment that it must be served, and how."""
+    import time
+
+    pg = browser.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    t0 = time.monotonic()
+    pg.goto((site[0] / "index.html").resolve().as_uri())
+    pg.wait_for_selector("#error", state="visible", timeout=3000)
+    waited = time.monotonic() - t0
+    msg = pg.text_content("#error")
+    assert "file://" in msg and "make serve" in msg and "melanoma serve" in msg, msg
+    assert "Loading" not in (pg.text_content("#status") or "")
+    assert waited < 3 and not errors, (waited, errors)
+    pg.close()
+    # served over http the same page loads its model and shows no such message
+    with web.serve(site[0]) as url:
+        pg = browser.new_page()
+        pg.goto(f"{url}/index.html")
+        pg.evaluate("window.__melanoma.ready.then(() => true)")
+        assert not pg.is_visible("#error") and "Ready" in pg.text_content("#status")
+        pg.close()
