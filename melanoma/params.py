@@ -244,5 +244,24 @@ class TrainParams:
         return self.resize or round(self.image_size * 256 / 224)
 
 
+def check_together(ps: list["TrainParams"]) -> None:
+    """Refuse runs that cannot train in one job: they must share everything the data path and the
+    shared forward pass depend on, take one path (the loop path only with ``loader='resident'``
+    for several runs) and write distinct run directories."""
+    shared = ("work", "model", "weights", "freeze", "image_size", "resize", "cache_size", "batch_size",
+              "augment", "device")
+    for name in shared:
+        vals = {repr(getattr(p, name)) for p in ps}
+        if len(vals) > 1:
+            raise ValueError(f"runs trained together must share {name!r}; got {sorted(vals)}")
+    if len({p.use_fast for p in ps}) > 1:
+        raise ValueError("runs trained together are all on the fast path or all on the loop path")
+    if len(ps) > 1 and not ps[0].use_fast and any(p.loader != "resident" for p in ps):
+        raise ValueError("loop-path runs trained together need loader='resident'")
+    outs = [str(Path(p.out).resolve()) for p in ps]
+    if len(set(outs)) < len(outs):
+        raise ValueError("runs trained together need distinct run directories")
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
