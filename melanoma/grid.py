@@ -17,7 +17,7 @@ from typing import Any
 
 from .datasets import get, parse_combo
 from .io import read_yaml, write_yaml
-from .params import ParamError, TrainParams, did_you_mean, load_mapping, unknown_keys
+from .params import ParamError, TrainParams, can_share_a_job, did_you_mean, job_key, load_mapping, unknown_keys
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -321,13 +321,7 @@ def run_params(grid: Grid, model: str, combo: str, keep: bool = False) -> TrainP
 
 def _unvalidated(d: dict) -> TrainParams:
     """Parameters before ingest has made the work folder: checked except for its existence."""
-    p = TrainParams(**d)
-    try:
-        p.validate()
-    except ParamError as e:
-        if "work folder" not in str(e):
-            raise
-    return p
+    return TrainParams(**d).validate(require_work=False)
 
 
 def expand(grid: Grid) -> dict[str, TrainParams]:
@@ -358,7 +352,8 @@ def groups(grid: Grid, runs: dict[str, TrainParams] | None = None) -> dict[str, 
     """Training jobs that hold several runs: group id → run ids (see :mod:`melanoma.group`).
 
     Runs of one model whose parameters differ only in ``train``/``out``/``epochs`` and that take
-    the fast path or the resident loop path are packed, in grid order, ``grid.group_for(model)`` to
+    the fast path or the resident loop path (the one definition: :func:`melanoma.params.job_key`,
+    :func:`~melanoma.params.can_share_a_job`) are packed, in grid order, ``grid.group_for(model)`` to
     a job, with the id ``<model>__group<k>`` (k from 1 per model). Runs in no group train alone
     (rule ``train``). A job that fails marks all its runs failed; rerun, it retrains only those
     without a finished ``run.json``.
@@ -371,12 +366,8 @@ def groups(grid: Grid, runs: dict[str, TrainParams] | None = None) -> dict[str, 
             continue
         buckets: dict[str, list[str]] = {}
         for rid, p in runs.items():
-            if p.model != m or not (p.use_fast or p.loader == "resident"):
-                continue
-            d = p.to_dict()
-            for k in ("train", "out", "epochs"):
-                d.pop(k)
-            buckets.setdefault(repr(sorted(d.items())), []).append(rid)
+            if p.model == m and can_share_a_job(p):
+                buckets.setdefault(job_key(p), []).append(rid)
         k = 0
         for ids in buckets.values():
             for s in range(0, len(ids), size):

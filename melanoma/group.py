@@ -33,7 +33,7 @@ def train_members(ps: list[TrainParams], *, progress: bool = True, stop_after: i
     redoes only the others; delete a run's ``run.json`` to force it).
     ``stop_after=k`` stops after epoch k as if killed.
     """
-    ps = [p.validate() for p in ps]
+    ps = [p.checked() for p in ps]
     check_together(ps)
     todo = [p for p in ps if not is_finished(p)]
     for p in ps:

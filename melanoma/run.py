@@ -133,7 +133,7 @@ def _better(select: str, new: float, best: float | None) -> bool:
 class Run:
     """One run's state: data, model, optimiser, history, and its run directory.
 
-    ``Run(p)`` (``p`` validated by the caller) loads the combination,
+    ``Run(p)`` (``p`` validated by the caller: :meth:`TrainParams.checked`) loads the combination,
     builds the model and the optimiser; :meth:`resume` picks up ``checkpoint.pt`` when it belongs
     to the same parameters; :meth:`end_epoch` records an epoch (history, best state, an atomic
     checkpoint) and :meth:`finish` writes the run's outputs. The epoch loop that drives it is

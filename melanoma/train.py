@@ -61,7 +61,7 @@ def train_runs(ps: list[TrainParams], *, progress: bool = True, stop_after: int 
     """Train runs ``ps`` of one model (:func:`melanoma.params.check_together`) in this process, by
     their path: fast (one after another), DataLoader (one run), resident (one run, or several
     sharing each forward pass). Returns the run directories, in order."""
-    ps = [p.validate() for p in ps]
+    ps = [p.checked() for p in ps]
     check_together(ps)
     kw = dict(progress=progress, stop_after=stop_after, log=log)
     if ps[0].use_fast:
