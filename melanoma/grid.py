@@ -157,14 +157,14 @@ def _check_sections(path: Path, g: dict) -> None:
 
 
 def _check_reject(path: Path, where: str, rej: dict) -> None:
-    from .evaluate import MODES, parse_grid
+    from .evaluate import MODES, parse_thresholds
 
     if "mode" in rej and rej["mode"] not in MODES:
         raise ParamError(f"{path}: {where}.mode must be one of {', '.join(MODES)}, got {rej['mode']!r}"
                          f"{did_you_mean(rej['mode'], list(MODES))}")
     if "grid" in rej and str(rej["grid"]).strip().lower() != "auto":
         try:
-            parse_grid(str(rej["grid"]))
+            parse_thresholds(str(rej["grid"]))
         except ValueError as e:
             raise ParamError(f"{path}: {where}.grid: {e}") from None
     from .evaluate import METHODS

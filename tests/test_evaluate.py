@@ -293,14 +293,14 @@ def test_no_candidate_retains_anything_is_a_skip(run_dir):
 ])
 def test_parse_grid_errors(text, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        evaluate.parse_grid(text)
+        evaluate.parse_thresholds(text)
 
 
 def test_parse_grid_values():
-    g = evaluate.parse_grid("0:0.2:0.01")
+    g = evaluate.parse_thresholds("0:0.2:0.01")
     assert g.size == 21 and g[0] == 0 and g[-1] == 0.2
-    assert evaluate.parse_grid(" 0.05 : 0.15 : 0.05 ").tolist() == [0.05, 0.1, 0.15]
-    assert evaluate.parse_grid("0:0.3:0.1").tolist() == [0.0, 0.1, 0.2, 0.3]  # no float drift
+    assert evaluate.parse_thresholds(" 0.05 : 0.15 : 0.05 ").tolist() == [0.05, 0.1, 0.15]
+    assert evaluate.parse_thresholds("0:0.3:0.1").tolist() == [0.0, 0.1, 0.2, 0.3]  # no float drift
 
 
 def test_bad_arguments(run_dir, tmp_path):
@@ -330,7 +330,7 @@ def test_cli_calibrate_and_reject(run_dir, capsys):
     assert "isic2017" in out and "metrics.json" in out and "SYNTHETIC" in out
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["n_bins"] == 15 and m["seed"] == 3
-    assert main(["reject", str(run_dir), "--mode", "coverage", "--grid", "0:0.1:0.05", "--min-coverage", "0.7",
+    assert main(["reject", str(run_dir), "--mode", "coverage", "--thresholds", "0:0.1:0.05", "--min-coverage", "0.7",
                  "--temperature", "--bootstrap", str(B)]) == 0
     out = capsys.readouterr().out
     assert "accuracy before → after" in out and "melanomas caught / missed / referred" in out and "skipped" in out
@@ -339,9 +339,13 @@ def test_cli_calibrate_and_reject(run_dir, capsys):
     assert "temperature" in j["eval_sets"]["isic2017"]
     assert main(["reject", str(run_dir), "--bootstrap", str(B)]) == 0
     with pytest.raises(SystemExit) as exc:
-        main(["reject", str(run_dir), "--grid", "0:x:1"])
+        main(["reject", str(run_dir), "--thresholds", "0:x:1"])
     assert exc.value.code == 2
     assert "STOP 'x' is not a number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # the old spelling: --grid names a grid file everywhere else
+        main(["reject", str(run_dir), "--grid", "0:0.1:0.05"])
+    assert exc.value.code == 2
+    assert "now --thresholds 0:0.1:0.05" in capsys.readouterr().err
     assert main(["calibrate", str(run_dir / "missing")]) == 2
 
 
