@@ -166,3 +166,19 @@ def test_no_function_over_80_lines(path):
     long = [f"{q} (line {line}): {n} lines" for q, line, n in function_lengths(path) if n > MAX_LINES]
     assert not long, f"{rel}: functions over {MAX_LINES} lines, docstring aside: {long}"
 
+
+# Edited on another branch (issue 14): imports make_run from test_evaluate until it uses tests/runs.py.
+TEST_IMPORT_ALLOWED = {"test_notebooks.py"}
+
+
+def test_no_test_file_imports_another_test_file():
+    """Helpers shared by test files live in helper modules (conftest.py, tests/runs.py, ...)."""
+    bad = []
+    for f in sorted(PKG.parent.joinpath("tests").glob("*.py")):
+        if f.name in TEST_IMPORT_ALLOWED:
+            continue
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            bad += [f"{f.name}: {n}" for n in names if n.rpartition(".")[2].startswith("test_")]
+    assert not bad, bad
