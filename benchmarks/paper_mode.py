@@ -39,7 +39,8 @@ from melanoma.group import train_members
 from melanoma.models import model_config
 from melanoma.params import TrainParams
 from melanoma.resident import TrainPool, augment
-from melanoma.train import resolve_device, train_run
+from melanoma.run import resolve_device
+from melanoma.train import train_run
 from melanoma.transforms import train_transform
 
 

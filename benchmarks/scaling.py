@@ -161,21 +161,23 @@ def combinations_cost(work: Path, size: int, epochs: int, log=print) -> dict:
 
 
 def head_math(work: Path, size: int, epochs: int) -> dict:
-    """Seconds of the head's own epochs (``_train_epoch_head``) for the 4 combinations, alone on the
+    """Seconds of the head's own epochs (``train_head_epoch``) for the 4 combinations, alone on the
     same cached features — what a run's ``train`` timing would be without the per-epoch work around
     it (validation, copying the best state, the checkpoint); per torch thread setting."""
     import numpy as np
     import torch
     from melanoma import features as feats
     from melanoma.params import TrainParams
-    from melanoma.train import _train_epoch_head, epoch_order, load_data
+    from melanoma.loop import epoch_order
+    from melanoma.run import load_data
+    from melanoma.train import train_head_epoch
 
     data = []
     for c in COMBOS:
         p = TrainParams.from_dict(dict(work=str(work), model=MODEL, weights=WEIGHTS, train=c,
                                        eval_sets=EVALS, image_size=size, views=1, lr=0.01, seed=0,
                                        device="cpu"))
-        combo, _ = load_data(p)
+        combo, _, _ = load_data(p)
         X = feats.gather(work, combo.train, model=MODEL, weights=WEIGHTS, size=size, view="aug-seed0-v0")
         data.append((p, X, combo.train["label"].to_numpy(np.int64)))
     default_threads = torch.get_num_threads()
@@ -189,7 +191,7 @@ def head_math(work: Path, size: int, epochs: int) -> dict:
                 head = torch.nn.Linear(X.shape[1], 2)
                 opt = torch.optim.SGD(head.parameters(), lr=p.lr, momentum=p.momentum)
                 for e in range(epochs):
-                    _train_epoch_head(head, opt, [X], y, epoch_order(y, e, p.seed), p, e)
+                    train_head_epoch(head, opt, [X], y, epoch_order(y, e, p.seed), p, e)
             out[threads] = time.perf_counter() - t0
         finally:
             torch.set_num_threads(default_threads)
@@ -263,7 +265,7 @@ def main(argv=None):
            + " ((4 runs − 1 run) / 3): data selection, heads and predictions on cached features, no "
            "network. Most of it is not the head fit: of the 4 runs' *heads s* ("
            + ", ".join(f"{v:.2f} s with {th_s(th)}" for th, v in four.items())
-           + "), the head's own epochs (`_train_epoch_head` alone on the same features) take "
+           + "), the head's own epochs (`train_head_epoch` alone on the same features) take "
            + ", ".join(f"{v:.2f} s with {th_s(th)}" for th, v in hm.items())
            + "; the rest is the per-epoch work around them — validation, copying the best state and "
            "saving the checkpoint of the whole model (backbone included) every epoch. Checkpointing "

@@ -6,7 +6,7 @@ Part A — img/s on random batches (batch 32), per model and image size, interle
   (what ``features.extract`` runs), and the same in NCHW layout;
 * ``train step freeze=conv``: forward + backward + SGD step, Conv2d frozen, BatchNorm and head train
   (the paper's text); ``train step freeze=none``: full fine-tuning (what the seed code ran);
-* ``head on cached features``: the fast path's epoch loop (``train._train_epoch_head``) on
+* ``head on cached features``: the fast path's epoch loop (``train.train_head_epoch``) on
   float16-stored features, in features/s;
 * on CUDA: bf16 autocast and channels-last everywhere, as the trainer does.
 
@@ -44,7 +44,9 @@ from common import (Timer, command_line, json_comment, loadavg, machine_facts, m
 from melanoma import features as feats
 from melanoma.models import build_model, set_train_mode, split_backbone_head
 from melanoma.params import TrainParams
-from melanoma.train import _train_epoch_head, epoch_order, load_data, resolve_device, train_run
+from melanoma.loop import epoch_order
+from melanoma.run import load_data, resolve_device
+from melanoma.train import train_head_epoch, train_run
 
 DEMO_COMBOS = ["E", "B", "D", "A-C,I,J", "A-E", "A-J"]
 DEMO_EVALS = ["ISIC2017", "ISIC2018", "_7_point_criteria", "KaggleMB"]
@@ -110,7 +112,7 @@ def _ops(name: str, weights: str, size: int, batch: int, dev: torch.device, thre
 
 
 def head_rate(d: int, n: int = 8192, batch: int = 32, reps: int = 3) -> float:
-    """features/s of one fast-path head epoch (``_train_epoch_head``) on float16-stored features."""
+    """features/s of one fast-path head epoch (``train_head_epoch``) on float16-stored features."""
     rng = np.random.default_rng(0)
     X = [rng.standard_normal((n, d)).astype(np.float16).astype(np.float32)]
     y = (rng.random(n) < 0.3).astype(np.int64)
@@ -122,7 +124,7 @@ def head_rate(d: int, n: int = 8192, batch: int = 32, reps: int = 3) -> float:
     for e in range(reps + 1):
         order = epoch_order(y, e, 0)
         t0 = time.perf_counter()
-        _train_epoch_head(head, opt, X, y, order, p, e)
+        train_head_epoch(head, opt, X, y, order, p, e)
         if e:  # the first epoch is a warm-up
             secs.append(time.perf_counter() - t0)
     return n / median(secs)
@@ -262,7 +264,7 @@ def batched_heads(work: Path, model: str, weights: str, combos, evals, *, size: 
     for c in combos:
         p = TrainParams.from_dict(dict(work=str(work), model=model, weights=weights, train=c,
                                        eval_sets=list(evals), image_size=size, views=1))
-        combo, _ = load_data(p)
+        combo, _, _ = load_data(p)
         Xs.append(feats.gather(work, combo.train, view=f"aug-seed{seed}-v0", **fkw))
         ys.append(combo.train["label"].to_numpy(np.int64))
     d = Xs[0].shape[1]
@@ -272,7 +274,7 @@ def batched_heads(work: Path, model: str, weights: str, combos, evals, *, size: 
         inits.append(torch.nn.Linear(d, 2))
     args = types.SimpleNamespace(seed=seed, batch_size=batch)
 
-    # one optimiser loop per combination (the fast path's _train_epoch_head)
+    # one optimiser loop per combination (the fast path's train_head_epoch)
     t0 = time.perf_counter()
     seq = []
     for X, y, init in zip(Xs, ys, inits):
@@ -280,7 +282,7 @@ def batched_heads(work: Path, model: str, weights: str, combos, evals, *, size: 
         head.load_state_dict(init.state_dict())
         opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=momentum)
         for e in range(epochs):
-            _train_epoch_head(head, opt, [X], y, epoch_order(y, e, seed), args, e)
+            train_head_epoch(head, opt, [X], y, epoch_order(y, e, seed), args, e)
         seq.append(head)
     t_seq = time.perf_counter() - t0
 
@@ -397,7 +399,7 @@ def main(argv=None) -> dict:
     md += (f"**Part A** — img/s on random batches of {args.batch}, device {dev_txt}; median of {repeats} "
            f"interleaved rounds of ≥ {min_s:g} s each. *× forward* = relative to the channels-last "
            "forward of the same model and size. The head row is the fast path's epoch loop "
-           "(`_train_epoch_head`, batch 32) on cached features, in features/s.\n\n")
+           "(`train_head_epoch`, batch 32) on cached features, in features/s.\n\n")
     md += md_table(rows, ["model", "weights", "size", "what", "img/s", "× forward"], nd=2)
     one = [r for r in rows if "1 thread" in r["what"]]
     if one and torch.get_num_threads() > 1:
@@ -440,7 +442,7 @@ def main(argv=None) -> dict:
                f"combination {bat['sequential_s']:.2f} s vs all heads in one batched matmul per step "
                f"{bat['batched_s']:.2f} s → **×{bat['speedup']:.1f}**; largest weight difference "
                f"{bat['max_abs_weight_diff']:.1e} (same result). Part of the gain is the gather: "
-               "`_train_epoch_head` stacks a batch's feature rows one by one in Python, the batched "
+               "`train_head_epoch` stacks a batch's feature rows one by one in Python, the batched "
                "version indexes all combinations' batches in one operation.\n")
     md += json_comment(result)
     if not args.no_write:

@@ -36,7 +36,7 @@ TABLE1_METRICS = [("precision", "Precision"), ("specificity", "Specificity"), ("
                   ("f1", "F-1"), ("accuracy", "Accuracy"), ("auc", "AUC-ROC")]
 
 
-def _md_table(df: pd.DataFrame) -> str:
+def md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
@@ -127,7 +127,7 @@ def datasets_table(grid: Grid) -> str:
 
     reports = {p.parent.name: read_json(p) for p in sorted(grid.work.glob("*/report.json"))}
     t = counts_table(reports).drop(columns=["synthetic"]) if reports else pd.DataFrame()
-    return _md_table(t) if len(t) else "_No dataset ingested._\n"
+    return md_table(t) if len(t) else "_No dataset ingested._\n"
 
 
 def samples(grid: Grid) -> tuple[object, str]:
@@ -159,7 +159,7 @@ def leakage_table(grid: Grid) -> str:
                                 "n_eval_leaked": "with a copy in training", "n_train_dups": "training copies",
                                 "by_id": "same ISIC id", "by_pixels": "same pixels", "by_near": "near copy",
                                 "n_train": "training pool before", "n_train_after": "after dedup"})
-    return f"Training pool: **{get_label(biggest)}**.\n\n" + _md_table(t)
+    return f"Training pool: **{get_label(biggest)}**.\n\n" + md_table(t)
 
 
 def get_label(combo: str) -> str:
@@ -268,7 +268,7 @@ def table2(summary: pd.DataFrame) -> str:
     t = pd.DataFrame({"Network": lb["model"], "Train sets": "[" + lb["train"] + "]",
                       "AUC-ROC": [fmt(v) for v in lb["auc"]], "Run": "`" + lb["run_id"] + "`"})
     sources = sorted(set(lb["score_source"]))
-    return _md_table(t) + "\nScore source: " + "; ".join(sources) + ".\n" + table2_notes(lb)
+    return md_table(t) + "\nScore source: " + "; ".join(sources) + ".\n" + table2_notes(lb)
 
 
 def table2_notes(lb: pd.DataFrame) -> str:
@@ -290,7 +290,7 @@ def table2_notes(lb: pd.DataFrame) -> str:
     return ("\n" + "\n\n".join(notes) + "\n") if notes else ""
 
 
-def _rej(grid: Grid, rid: str) -> dict:
+def read_rejection(grid: Grid, rid: str) -> dict:
     f = grid.results / "runs" / rid / "rejection.json"
     return read_json(f) if f.is_file() else {}
 
@@ -300,7 +300,7 @@ def _met(grid: Grid, rid: str) -> dict:
     return read_json(f) if f.is_file() else {}
 
 
-def _blocks(rej: dict) -> dict[str, dict]:
+def rejection_blocks(rej: dict) -> dict[str, dict]:
     return {get(es).name: blk for es, blk in (rej.get("eval_sets") or {}).items()
             if isinstance(blk, dict) and not blk.get("skipped")}
 
@@ -482,8 +482,8 @@ def figures(grid: Grid, summary: pd.DataFrame, chosen) -> None:
     """Every figure of the results chapter into ``_generated/`` (PNG + a Markdown figure with its
     caption), and the tables that go with them."""
     rid = featured_run(grid, chosen)
-    rej = _rej(grid, rid) if rid else {}
-    blocks = _blocks(rej)
+    rej = read_rejection(grid, rid) if rid else {}
+    blocks = rejection_blocks(rej)
     write_text(GEN / "rejection_rule.md", rejection_rule(grid, rej) if rej else "_No rejection results._\n")
     for name, key, (fig, cap) in (("fig3_accuracy_vs_threshold", "fig3", fig3(grid, rid, rej, blocks)),
                                   ("fig4_calibration", "fig4", fig4(grid)),
@@ -560,7 +560,7 @@ def guarantees(grid: Grid, summary: pd.DataFrame, rid: str | None,
           "The observed class coverage is checked against 1 - α minus its finite-sample slack (95 % of "
           "Beta-Binomial draws lie above it);",
           f"- **selective guaranteed risk** (Geifman & El-Yaniv 2017): {PROMISES['sgr']}.\n",
-          _md_table(pd.DataFrame(rows))]
+          md_table(pd.DataFrame(rows))]
     fig = (plots.miss_rate_vs_coverage(curves, points, title=f"melanoma miss rate vs coverage, {rid}{_syn(grid)}")
            if curves else None)
     cap = (f"Melanomas given a confident benign label (fraction of all melanomas) against coverage "
@@ -601,7 +601,7 @@ def promise_summary(summary: pd.DataFrame) -> str:
                      "Median coverage": fmt(float(g["coverage"].median())),
                      "Median melanoma miss rate": fmt(float(g["miss_rate"].median()))})
     return ("\n**Across the grid** (every run × test set; a conformal or SGR promise counts only where the "
-            "calibration split is the test set's own):\n\n" + _md_table(pd.DataFrame(rows)))
+            "calibration split is the test set's own):\n\n" + md_table(pd.DataFrame(rows)))
 
 
 def referral_table(blocks: dict[str, dict]) -> str:
@@ -616,7 +616,7 @@ def referral_table(blocks: dict[str, dict]) -> str:
                      "Specificity before / retained": _both(b["before"]["specificity"], r["specificity_retained"]),
                      "Benign referred": f"{r['benign_referred']} of {r['n_benign']}",
                      "Flag": "; ".join(f["text"] for f in b.get("flags") or [])})
-    return _md_table(pd.DataFrame(rows)) if rows else ""
+    return md_table(pd.DataFrame(rows)) if rows else ""
 
 
 def variants_table(summary: pd.DataFrame, rid: str | None) -> str:
@@ -645,14 +645,14 @@ def variants_table(summary: pd.DataFrame, rid: str | None) -> str:
                          "Flag": _flag_cell(a)})
     return (f"Run `{rid}`. Temperature scaling (T fitted by NLL on the same validation split) does not change the "
             "ranking by entropy, so the relative rule can only move through the choice of r; in bits, a "
-            "threshold on calibrated probabilities means the same across models.\n\n" + _md_table(pd.DataFrame(rows)))
+            "threshold on calibrated probabilities means the same across models.\n\n" + md_table(pd.DataFrame(rows)))
 
 
 def eval_sources_table(rej: dict) -> str:
     rows = [{"Evaluation set": get(es).name, "Validation (threshold, temperature)": b.get("val_source", ""),
              "Test (scored)": b.get("test_source", "") if not b.get("skipped") else f"skipped: {b['skipped']}"}
             for es, b in (rej.get("eval_sets") or {}).items()]
-    return _md_table(pd.DataFrame(rows)) if rows else "_No rejection results._\n"
+    return md_table(pd.DataFrame(rows)) if rows else "_No rejection results._\n"
 
 
 def leakage_experiment(grid: Grid, summary: pd.DataFrame) -> str:
@@ -689,7 +689,7 @@ def leakage_experiment(grid: Grid, summary: pd.DataFrame) -> str:
     return ("Each run below was trained twice: with the default `leakage: drop` (training images that duplicate "
             "an evaluation image removed) and with `leakage: keep` (the seed code's practice). Only evaluation "
             "sets whose test images have copies in the training pool are listed; the difference is what "
-            "leakage adds to the reported numbers.\n\n" + _md_table(pd.DataFrame(rows)))
+            "leakage adds to the reported numbers.\n\n" + md_table(pd.DataFrame(rows)))
 
 
 def aurc_table(summary: pd.DataFrame) -> str:
@@ -708,7 +708,7 @@ def aurc_table(summary: pd.DataFrame) -> str:
                                zip(s["aurc"], col("aurc_low"), col("aurc_high"))],
                       "E-AURC": [fmt(v, pct=False) for v in col("eaurc")], "Run": "`" + s["run_id"] + "`"})
     return ("AURC (area under the risk–coverage curve, lower is better) and E-AURC (its excess over an "
-            "oracle ordering), test splits, with 95 % bootstrap CIs.\n\n" + _md_table(t))
+            "oracle ordering), test splits, with 95 % bootstrap CIs.\n\n" + md_table(t))
 
 
 def runs_table(runs: pd.DataFrame) -> str:
@@ -716,7 +716,7 @@ def runs_table(runs: pd.DataFrame) -> str:
         return "_No runs._\n"
     t = runs[["run_id", "model", "train", "status_train", "status_calibrate", "status_reject"]].copy()
     t["run_id"] = "`" + t["run_id"] + "`"
-    out = _md_table(t)
+    out = md_table(t)
     failed = runs[runs["failed_step"] != ""]
     if len(failed):
         out += "\n**Failed runs** — the executed notebook shows the error:\n\n"
@@ -741,7 +741,7 @@ def rejection_by_run(summary: pd.DataFrame) -> str:
         rows.append({"Run": f"`{r['run_id']}`", "Test set": get(r["eval_set"]).name, "Threshold (bits)": _thr(r),
                      "Coverage val / test": _cov(r), "Accuracy before → after": f"{fmt(before['accuracy'])} → "
                      f"{fmt(r['accuracy'])}", "Flag": _flag_cell(r)})
-    return "## Rejection per run\n\n" + _md_table(pd.DataFrame(rows))
+    return "## Rejection per run\n\n" + md_table(pd.DataFrame(rows))
 
 
 def _facts_cov(f: dict) -> str:
@@ -795,16 +795,12 @@ def webapp_section(grid: Grid) -> None:
 def _take_screenshot(grid: Grid, web: Path, shot: Path) -> None:
     """Fig. 2 when the workflow's export step could not take it (Chromium installed since): the page
     scoring the first melanoma of the first evaluation set's SYNTHETIC test split."""
-    import argparse
-
-    from .browser import CHROMIUM
-    from .cli import cmd_screenshot
+    from .browser import CHROMIUM, first_test_melanoma, screenshot_checked
 
     if not CHROMIUM.is_file():
         return
     try:
-        cmd_screenshot(argparse.Namespace(image=None, work=grid.work, dataset=grid.eval_sets[0], model_dir=web,
-                                          out=shot, optional=True))
+        screenshot_checked(web, first_test_melanoma(grid.work, grid.eval_sets[0]), shot)
     except Exception as e:  # the book still builds, and says how to get Fig. 2
         print(f"WARNING: no Fig. 2: the screenshot failed ({type(e).__name__}: {e})", file=sys.stderr)
 
@@ -834,7 +830,7 @@ def paper_tables() -> dict[str, str]:
     head = ("\n**Reported in the paper, on real data** — the paper's own numbers for comparing shapes, not "
             "results of this project (read from `params/paper_results.yaml`; models, datasets and sizes "
             "differ from this grid's):\n\n")
-    return {"table1": head + _md_table(t1), "table2": head + _md_table(t2), "table3": head + _md_table(t3)}
+    return {"table1": head + md_table(t1), "table2": head + md_table(t2), "table3": head + md_table(t3)}
 
 
 # ----------------------------------------------------------------------------- driver

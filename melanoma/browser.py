@@ -88,3 +88,23 @@ def screenshot(model_dir: str | Path, image: str | Path, out: str | Path) -> dic
                 page.screenshot(path=str(t) + ".png", full_page=True)
                 Path(str(t) + ".png").replace(t)
     return r
+
+
+def first_test_melanoma(work: str | Path, dataset: str) -> Path:
+    """The image Fig. 2 shows by default: the first melanoma (by image id) of ``dataset``'s test
+    split in the work folder ``work`` (the SYNTHETIC replica in the demo)."""
+    from .datasets.manifest import read_manifest
+    from .io import read_json
+
+    m = read_manifest(work, dataset)
+    row = m[(m["split"] == "test") & (m["label"] == 1)].sort_values("image_id").iloc[0]
+    rep = read_json(Path(work) / m["dataset"].iloc[0] / "report.json")
+    return Path(rep["root"]) / row["path"]
+
+
+def screenshot_checked(model_dir: str | Path, image: str | Path, out: str | Path) -> dict:
+    """:func:`screenshot`, an error when the page did not score the image."""
+    r = screenshot(model_dir, image, out)
+    if not r or "error" in r:
+        raise RuntimeError(f"the page did not score {image}: {r}")
+    return r

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
 
 
 def _print_table(df) -> None:
@@ -178,19 +179,25 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
-def _grid_arg(text: str):
-    from .evaluate import parse_grid
+def _thresholds_arg(text: str):
+    from .evaluate import parse_thresholds
 
     try:
-        return parse_grid(text)
+        return parse_thresholds(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _old_thresholds_flag(text: str):
+    raise argparse.ArgumentTypeError(
+        f"the candidate thresholds are now --thresholds {text} (START:STOP:STEP); --grid names a "
+        "grid file (params/demo.yaml) everywhere else")
 
 
 def cmd_reject(a) -> int:
     from .evaluate import methods_table, reject_run, reject_table
 
-    r = reject_run(a.run_dir, mode=a.mode, grid=a.grid, min_coverage=a.min_coverage,
+    r = reject_run(a.run_dir, mode=a.mode, thresholds=a.thresholds, min_coverage=a.min_coverage,
                    temperature=a.temperature, base=a.base, B=a.bootstrap, seed=a.seed, method=a.method,
                    conformal_alpha=a.alpha, risk_target=a.risk_target, risk_delta=a.risk_delta)
     _print_table(reject_table(r))
@@ -273,25 +280,17 @@ def cmd_export(a) -> int:
 def cmd_screenshot(a) -> int:
     """Fig. 2: the page scoring one image in headless Chromium. Without --image: the first
     melanoma of the evaluation set's test split in WORK (the synthetic replica in the demo)."""
-    from .browser import CHROMIUM, screenshot
+    from .browser import CHROMIUM, first_test_melanoma, screenshot_checked
 
     image = a.image
     if image is None:
-        from .datasets.manifest import read_manifest
-        from .io import read_json
-
         if not a.work:
             raise SystemExit("melanoma screenshot: give --image or --work")
-        m = read_manifest(a.work, a.dataset)
-        row = m[(m["split"] == "test") & (m["label"] == 1)].sort_values("image_id").iloc[0]
-        rep = read_json(Path(a.work) / m["dataset"].iloc[0] / "report.json")
-        image = Path(rep["root"]) / row["path"]
+        image = first_test_melanoma(a.work, a.dataset)
     if not CHROMIUM.is_file():
         print(f"no screenshot: {CHROMIUM} is not installed (apt-get install -y chromium)")
         return 0 if a.optional else 2
-    r = screenshot(a.model_dir, image, a.out)
-    if not r or "error" in r:
-        raise RuntimeError(f"the page did not score {image}: {r}")
+    r = screenshot_checked(a.model_dir, image, a.out)
     print(f"screenshot {a.out}: p(melanoma) {r['p']:.3f}, entropy {r['entropy']:.3f} bits, "
           f"{'Uncertain' if r['uncertain'] else 'confident'}, {r['ms']:.1f} ms in the browser")
     return 0
@@ -367,210 +366,232 @@ def _sources() -> str:
         return f"missing ({e})"
 
 
+class Command(NamedTuple):
+    """One subcommand: what runs it, its help line, its arguments (``arg(...)`` entries: what
+    ``add_argument`` takes; ``default_factory=f`` makes the default ``f()`` when the parser is built)."""
+    func: Callable[[argparse.Namespace], int]
+    help: str
+    parser_as: str | None = None  # set this default to the subcommand's own parser (nbrun --then)
+    args: Sequence = ()
+
+
+def arg(*flags, **kw) -> tuple[tuple, dict]:
+    return flags, kw
+
+
+COMMANDS: dict[str, Command] = {
+    "synth": Command(
+        cmd_synth, "write SYNTHETIC replicas of all 11 releases in their official layouts", args=[
+        arg("--out", required=True, type=Path, help="folder to write DIR/<name>/ into"),
+        arg("--scale", type=float, default=1.0, help="multiply every count (default 1.0)"),
+        arg("--seed", type=int, default=0, help="random seed (default 0)"),
+    ]),
+    "ingest": Command(cmd_ingest, "parse a release, hash and cache its images, write its manifest", args=[
+        arg("dataset", nargs="?", help="letter A–J, paper name (ISIC2017) or short name (isic2017)"),
+        arg("--all", action="store_true", help="ingest every release found as ROOT/<name>/"),
+        arg("--root", required=True, type=Path,
+            help="folder holding the release's official top-level items (with --all: their parent)"),
+        arg("--out", required=True, type=Path, help="work folder: WORK/<name>/manifest.parquet, cache"),
+        arg("--cache-size", type=int, default=256, help="shorter side of cached images (default 256)"),
+        arg("--seed", type=int, default=0, help="seed for the validation splits we make (default 0)"),
+        arg("--strict", action="store_true",
+            help="fail on an undecodable image, a path outside the release or an undecidable label "
+                 "instead of reporting it"),
+        arg("--skip-unknown", action="store_true",
+            help="with --all: ingest the releases found and list folders that name none "
+                 "(default: such a folder is an error)"),
+        arg("--workers", type=int, default=None, help="decoding processes (default: CPU count)"),
+        arg("--quiet", action="store_true", help="no progress bars"),
+    ]),
+    "leakage": Command(cmd_leakage, "duplicates between a training combination and evaluation sets", args=[
+        arg("--work", required=True, type=Path, help="work folder made by `melanoma ingest`"),
+        arg("--train", required=True, help="combination: 'A-D,I,J', 'ABCDIJ' or 'ISIC2016+ISIC2017'"),
+        arg("--eval", required=True, help="comma list of evaluation sets (e.g. B,C,F,J)"),
+        arg("--policy", choices=["drop", "keep"], default="drop",
+            help="drop duplicates from training (default) or keep them (report only)"),
+        arg("--out", type=Path, default=None, help="also write the table as parquet"),
+    ]),
+    "train": Command(cmd_train, "train one model on one combination; score the evaluation sets", args=[
+        arg("--work", required=True, type=Path, help="work folder made by `melanoma ingest`"),
+        arg("--model", default=None, help="model name (see params/models.yaml); default efficientnet_lite0"),
+        arg("--train", default=None, help="training combination: 'A-D,I,J', 'ABCDIJ', 'ISIC2016+ISIC2017'"),
+        arg("--eval", default=None, help="comma list of evaluation sets whose val/test splits are scored"),
+        arg("--out", required=True, type=Path, help="run directory"),
+        arg("--weights", choices=["imagenet", "none"], default=None, help="default imagenet"),
+        arg("--freeze", choices=["conv", "backbone", "none"], default=None,
+            help="conv: the paper's text; backbone: linear probe (fast path); none: full fine-tuning"),
+        arg("--epochs", type=int, default=None,
+            help="default: the paper's schedule (30 + 2 per extra dataset)"),
+        arg("--image-size", type=int, default=None, help="crop size (default 224)"),
+        arg("--views", type=int, default=None,
+            help="fast path: augmented views per training image (default 0)"),
+        arg("--loader", choices=["dataloader", "resident"], default=None,
+            help="loop path's data: per-image ops on CPU workers (default) or images in device memory"),
+        arg("--seed", type=int, default=None),
+        arg("--fast", dest="fast", action="store_true", default=None, help="force the feature-cache path"),
+        arg("--no-fast", dest="fast", action="store_false", help="force the loop path"),
+        arg("--select", choices=["val_loss", "val_accuracy", "val_auc"], default=None,
+            help="checkpoint selection metric (default val_loss; the paper: val_accuracy)"),
+        arg("--leakage", choices=["drop", "keep"], default=None, help="default drop"),
+        arg("--solver", choices=["lbfgs", "sgd"], default=None,
+            help="head solver: lbfgs (fast path default: logistic regression, C chosen on validation) | "
+                 "sgd (the paper's SGD + StepLR; the loop path's only solver)"),
+        arg("--reg-grid", type=_float_list, default=None, metavar="C1,C2,...",
+            help="lbfgs: candidates for C, the inverse L2 strength (default 1e-5 … 1e2, half decades)"),
+        arg("--workers", type=int, default=None, help="DataLoader workers (default 0)"),
+        arg("--device", default=None, help="auto | cpu | cuda | cuda:N | mps"),
+        arg("--params", type=Path, default=None, help="a YAML of parameters; flags override it"),
+        arg("--quiet", action="store_true"),
+    ]),
+    "features": Command(
+        cmd_features, "cache one model's backbone features for one dataset (fast path)", args=[
+        arg("--work", required=True, type=Path),
+        arg("--dataset", required=True, help="letter, paper name or short name"),
+        arg("--model", required=True),
+        arg("--weights", choices=["imagenet", "none"], default="imagenet"),
+        arg("--image-size", type=int, default=224),
+        arg("--views", type=int, default=0, help="augmented views of each training image"),
+        arg("--seed", type=int, default=0),
+        arg("--cache-size", type=int, default=256),
+        arg("--device", default="auto"),
+        arg("--workers", type=int, default=0),
+        arg("--quiet", action="store_true"),
+    ]),
+    "grid": Command(cmd_grid, "grid files: `melanoma grid expand params/demo.yaml` lists run ids", args=[
+        arg("action", choices=["expand"], help="expand: print one run id per line, write params files"),
+        arg("grid_file", type=Path, help="a grid file (params/demo.yaml, params/paper.yaml)"),
+    ]),
+    "nbrun": Command(
+        cmd_nbrun, "run a notebook with papermill for the workflow; record ok/failed in a status file", parser_as="nbrun_parser", args=[
+        arg("notebook", type=Path),
+        arg("output", type=Path, help="the executed notebook (kept, errors included)"),
+        arg("--status", required=True, type=Path, nargs="+",
+            help="status JSON written atomically (several: each gets the same record)"),
+        arg("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a parameter (string)"),
+        arg("--params-file", type=Path, default=None, help="YAML of parameters"),
+        arg("--after", nargs="*", type=Path, help="status files that must be ok, else this step is skipped"),
+        arg("--cwd", type=Path, default=None, help="working folder of the kernel (default: the notebook's)"),
+        arg("--then", nargs=argparse.REMAINDER, default=None, metavar="NOTEBOOK OUTPUT ...",
+            help="another step after this one, with the same arguments (repeatable); the steps "
+                 "of one call share one kernel, its namespace reset before each step"),
+    ]),
+    "calibrate": Command(
+        cmd_calibrate, "metrics with bootstrap CIs, reliability data, temperature scaling → RUN_DIR/metrics.json", args=[
+        arg("run_dir", type=Path, help="a finished run directory (run.json + predictions.parquet)"),
+        arg("--bins", type=int, default=10,
+            help="equal-width bins of ECE / reliability diagram (default 10)"),
+        arg("--bootstrap", type=int, default=1000, help="bootstrap resamples B (default 1000)"),
+        arg("--seed", type=int, default=0, help="bootstrap seed (default 0)"),
+    ]),
+    "reject": Command(
+        cmd_reject, "entropy threshold chosen on validation, applied to test → RUN_DIR/rejection.json", args=[
+        arg("run_dir", type=Path, help="a finished run directory (run.json + predictions.parquet)"),
+        arg("--mode", choices=["relative", "absolute", "coverage"], default="relative",
+            help="relative (default, the seed code): the threshold is the validation entropy quantile "
+                 "rejecting a fraction r, applied to test as an entropy; absolute: the thresholds are entropies "
+                 "in bits (the paper's text); coverage: reject the most uncertain fraction of each split"),
+        arg("--thresholds", type=_thresholds_arg, default=None, metavar="START:STOP:STEP",
+            help="candidates, STOP included (default: fractions 0.05:0.2:0.01 for relative/coverage, "
+                 "bits 0:0.2:0.01 for absolute)"),
+        arg("--grid", type=_old_thresholds_flag, default=None, help=argparse.SUPPRESS),
+        arg("--min-coverage", type=float, default=0.8,
+            help="smallest validation coverage a candidate must keep (default 0.8: the paper rejects up to 20%%)"),
+        arg("--temperature", action="store_true",
+            help="make the temperature-scaled variant (T fitted on val) the primary result; both are "
+                 "always computed and reported side by side"),
+        arg("--base", type=float, default=2, help="entropy base (default 2: bits)"),
+        arg("--method", choices=["entropy", "conformal", "sgr"], default="entropy",
+            help="the primary rule (all three are always reported side by side): entropy (the paper), "
+                 "conformal (class-conditional sets; confident = one class in the set), sgr (selective "
+                 "guaranteed risk)"),
+        arg("--alpha", type=float, default=0.1,
+            help="conformal: at most this fraction of each class (melanomas included) misses its label "
+                 "(default 0.1)"),
+        arg("--risk-target", type=float, default=0.2,
+            help="sgr: bound on the error among the retained (default 0.2)"),
+        arg("--risk-delta", type=float, default=0.05,
+            help="sgr: probability the bound may fail (default 0.05)"),
+        arg("--bootstrap", type=int, default=1000, help="bootstrap resamples B (default 1000)"),
+        arg("--seed", type=int, default=0, help="bootstrap seed (default 0)"),
+    ]),
+    "report": Command(
+        cmd_report, "aggregate a grid's runs into summary.parquet (+ SIIM-ISIC submissions)", args=[
+        arg("--grid", "--grid-file", dest="grid", required=True,
+            help="grid file (params/demo.yaml) or its results folder (results/demo)"),
+    ]),
+    "book": Command(cmd_book, "render a grid's tables/figures into book/_generated and build the book", args=[
+        arg("--grid", "--grid-file", dest="grid", required=True, help="grid file or its results folder"),
+        arg("--no-strict", action="store_true", help="do not pass -W -n --keep-going to jupyter-book"),
+    ]),
+    "serve": Command(cmd_serve, "serve the built book on localhost and print its address (the web page "
+                                "needs http://, not file://)", args=[
+        arg("--dir", default=None, help="folder to serve (default: the book's _build/html)"),
+        arg("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)"),
+        arg("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)"),
+    ]),
+    "export": Command(cmd_export, "a run's model → DIR/model.onnx + DIR/model.json for the web page", args=[
+        arg("run_dir", type=Path, help="a finished run directory (params.yaml, model.pt, run.json)"),
+        arg("--out", required=True, type=Path, help="folder for model.onnx and model.json"),
+        arg("--opset", type=int, default=17, help="ONNX opset (default 17)"),
+        arg("--site", type=Path, default=None,
+            help="also assemble the static web page (page + onnxruntime-web + model) into this folder"),
+    ]),
+    "screenshot": Command(
+        cmd_screenshot, "the web page scoring one image in headless Chromium (Fig. 2)", args=[
+        arg("model_dir", type=Path, help="a folder made by `melanoma export` (model.onnx, model.json)"),
+        arg("--out", required=True, type=Path, help="PNG to write"),
+        arg("--image", type=Path, default=None, help="image to score"),
+        arg("--work", type=Path, default=None, help="or: pick the first test melanoma of --dataset in WORK"),
+        arg("--dataset", default="isic2017", help="with --work (default isic2017)"),
+        arg("--optional", action="store_true", help="exit 0 with a note when Chromium is missing"),
+    ]),
+    "summary": Command(cmd_summary, "print per-dataset counts of an ingested work folder", args=[
+        arg("--work", required=True, type=Path),
+    ]),
+    "fingerprint": Command(cmd_fingerprint, "write a release folder's fingerprint (paths, sizes, mtimes) "
+                 "if it changed; the workflow's ingest depends on it", args=[
+        arg("--root", required=True, type=Path, help="the release folder (DATA/<name>)"),
+        arg("--out", required=True, type=Path, help="the stamp file (WORK/<name>/release.json)"),
+    ]),
+    "retry": Command(
+        cmd_retry, "rerun failed runs of a grid, and everything after them (report, book)", args=[
+        arg("run_ids", nargs="+", metavar="RUN_ID", help="run ids (`melanoma grid expand GRID` lists them)"),
+        arg("--grid", required=True, help="the grid file the runs belong to (params/demo.yaml)"),
+        arg("--force", action="store_true", help="retry runs that did not fail too (retrains them)"),
+        arg("--cores", type=int, default=None, help="parallel jobs (default: all cores)"),
+    ]),
+    "locked": Command(cmd_locked, "run a Snakemake command of a grid under the grid's run lock "
+                 "(one writer per grid; `make slurm-demo` runs its Snakemake so)", args=[
+        arg("--grid", required=True,
+            help="the grid file the command runs (its results folder holds the lock)"),
+        arg("--workdir", type=Path, default_factory=Path.cwd,
+            help="Snakemake's working directory (its --directory; default: here): a killed run's "
+                 "Snakemake lock there is removed first, unless a live Snakemake that takes locks works there"),
+        arg("command_", nargs=argparse.REMAINDER, metavar="-- SNAKEMAKE ...",
+            help="the command (it also gets --unlock --quiet appended for the unlock)"),
+    ]),
+    "demo": Command(cmd_demo, "a grid from nothing to the built book (default: the synthetic demo)", args=[
+        arg("--grid", default="params/demo.yaml", help="grid file (default params/demo.yaml)"),
+        arg("--cores", type=int, default=None, help="parallel jobs (default: all cores)"),
+    ]),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``melanoma`` command line, built from :data:`COMMANDS`."""
     p = argparse.ArgumentParser(prog="melanoma", description="Melanoma detection with uncertainty "
                                 "quantification: ingest, train, calibrate, reject, report.")
     p.add_argument("--version", action=_Version, nargs=0, help="show the version, Python, torch and where "
                    "the sources are, and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    s = sub.add_parser("synth", help="write SYNTHETIC replicas of all 11 releases in their official layouts")
-    s.add_argument("--out", required=True, type=Path, help="folder to write DIR/<name>/ into")
-    s.add_argument("--scale", type=float, default=1.0, help="multiply every count (default 1.0)")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.set_defaults(func=cmd_synth)
-
-    s = sub.add_parser("ingest", help="parse a release, hash and cache its images, write its manifest")
-    s.add_argument("dataset", nargs="?", help="letter A–J, paper name (ISIC2017) or short name (isic2017)")
-    s.add_argument("--all", action="store_true", help="ingest every release found as ROOT/<name>/")
-    s.add_argument("--root", required=True, type=Path,
-                   help="folder holding the release's official top-level items (with --all: their parent)")
-    s.add_argument("--out", required=True, type=Path, help="work folder: WORK/<name>/manifest.parquet, cache")
-    s.add_argument("--cache-size", type=int, default=256, help="shorter side of cached images (default 256)")
-    s.add_argument("--seed", type=int, default=0, help="seed for the validation splits we make (default 0)")
-    s.add_argument("--strict", action="store_true",
-                   help="fail on an undecodable image, a path outside the release or an undecidable label "
-                        "instead of reporting it")
-    s.add_argument("--skip-unknown", action="store_true",
-                   help="with --all: ingest the releases found and list folders that name none "
-                        "(default: such a folder is an error)")
-    s.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.set_defaults(func=cmd_ingest)
-
-    s = sub.add_parser("leakage", help="duplicates between a training combination and evaluation sets")
-    s.add_argument("--work", required=True, type=Path, help="work folder made by `melanoma ingest`")
-    s.add_argument("--train", required=True, help="combination: 'A-D,I,J', 'ABCDIJ' or 'ISIC2016+ISIC2017'")
-    s.add_argument("--eval", required=True, help="comma list of evaluation sets (e.g. B,C,F,J)")
-    s.add_argument("--policy", choices=["drop", "keep"], default="drop",
-                   help="drop duplicates from training (default) or keep them (report only)")
-    s.add_argument("--out", type=Path, default=None, help="also write the table as parquet")
-    s.set_defaults(func=cmd_leakage)
-
-    s = sub.add_parser("train", help="train one model on one combination; score the evaluation sets")
-    s.add_argument("--work", required=True, type=Path, help="work folder made by `melanoma ingest`")
-    s.add_argument("--model", default=None, help="model name (see params/models.yaml); default efficientnet_lite0")
-    s.add_argument("--train", default=None, help="training combination: 'A-D,I,J', 'ABCDIJ', 'ISIC2016+ISIC2017'")
-    s.add_argument("--eval", default=None, help="comma list of evaluation sets whose val/test splits are scored")
-    s.add_argument("--out", required=True, type=Path, help="run directory")
-    s.add_argument("--weights", choices=["imagenet", "none"], default=None, help="default imagenet")
-    s.add_argument("--freeze", choices=["conv", "backbone", "none"], default=None,
-                   help="conv: the paper's text; backbone: linear probe (fast path); none: full fine-tuning")
-    s.add_argument("--epochs", type=int, default=None, help="default: the paper's schedule (30 + 2 per extra dataset)")
-    s.add_argument("--image-size", type=int, default=None, help="crop size (default 224)")
-    s.add_argument("--views", type=int, default=None, help="fast path: augmented views per training image (default 0)")
-    s.add_argument("--loader", choices=["dataloader", "resident"], default=None,
-                   help="loop path's data: per-image ops on CPU workers (default) or images in device memory")
-    s.add_argument("--seed", type=int, default=None)
-    s.add_argument("--fast", dest="fast", action="store_true", default=None, help="force the feature-cache path")
-    s.add_argument("--no-fast", dest="fast", action="store_false", help="force the loop path")
-    s.add_argument("--select", choices=["val_loss", "val_accuracy", "val_auc"], default=None,
-                   help="checkpoint selection metric (default val_loss; the paper: val_accuracy)")
-    s.add_argument("--leakage", choices=["drop", "keep"], default=None, help="default drop")
-    s.add_argument("--solver", choices=["lbfgs", "sgd"], default=None,
-                   help="head solver: lbfgs (fast path default: logistic regression, C chosen on validation) | "
-                        "sgd (the paper's SGD + StepLR; the loop path's only solver)")
-    s.add_argument("--reg-grid", type=_float_list, default=None, metavar="C1,C2,...",
-                   help="lbfgs: candidates for C, the inverse L2 strength (default 1e-5 … 1e2, half decades)")
-    s.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 0)")
-    s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps")
-    s.add_argument("--params", type=Path, default=None, help="a YAML of parameters; flags override it")
-    s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=cmd_train)
-
-    s = sub.add_parser("features", help="cache one model's backbone features for one dataset (fast path)")
-    s.add_argument("--work", required=True, type=Path)
-    s.add_argument("--dataset", required=True, help="letter, paper name or short name")
-    s.add_argument("--model", required=True)
-    s.add_argument("--weights", choices=["imagenet", "none"], default="imagenet")
-    s.add_argument("--image-size", type=int, default=224)
-    s.add_argument("--views", type=int, default=0, help="augmented views of each training image")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--cache-size", type=int, default=256)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--workers", type=int, default=0)
-    s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=cmd_features)
-
-    s = sub.add_parser("grid", help="grid files: `melanoma grid expand params/demo.yaml` lists run ids")
-    s.add_argument("action", choices=["expand"], help="expand: print one run id per line, write params files")
-    s.add_argument("grid_file", type=Path, help="a grid file (params/demo.yaml, params/paper.yaml)")
-    s.set_defaults(func=cmd_grid)
-
-    s = sub.add_parser("nbrun", help="run a notebook with papermill for the workflow; record ok/failed in a status file")
-    s.add_argument("notebook", type=Path)
-    s.add_argument("output", type=Path, help="the executed notebook (kept, errors included)")
-    s.add_argument("--status", required=True, type=Path, nargs="+",
-                   help="status JSON written atomically (several: each gets the same record)")
-    s.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a parameter (string)")
-    s.add_argument("--params-file", type=Path, default=None, help="YAML of parameters")
-    s.add_argument("--after", nargs="*", type=Path, help="status files that must be ok, else this step is skipped")
-    s.add_argument("--cwd", type=Path, default=None, help="working folder of the kernel (default: the notebook's)")
-    s.add_argument("--then", nargs=argparse.REMAINDER, default=None, metavar="NOTEBOOK OUTPUT ...",
-                   help="another step after this one, with the same arguments (repeatable); the steps "
-                        "of one call share one kernel, its namespace reset before each step")
-    s.set_defaults(func=cmd_nbrun, nbrun_parser=s)
-
-    s = sub.add_parser("calibrate", help="metrics with bootstrap CIs, reliability data, temperature scaling → RUN_DIR/metrics.json")
-    s.add_argument("run_dir", type=Path, help="a finished run directory (run.json + predictions.parquet)")
-    s.add_argument("--bins", type=int, default=10, help="equal-width bins of ECE / reliability diagram (default 10)")
-    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples B (default 1000)")
-    s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    s.set_defaults(func=cmd_calibrate)
-
-    s = sub.add_parser("reject", help="entropy threshold chosen on validation, applied to test → RUN_DIR/rejection.json")
-    s.add_argument("run_dir", type=Path, help="a finished run directory (run.json + predictions.parquet)")
-    s.add_argument("--mode", choices=["relative", "absolute", "coverage"], default="relative",
-                   help="relative (default, the seed code): the threshold is the validation entropy quantile "
-                        "rejecting a fraction r, applied to test as an entropy; absolute: the grid holds entropies "
-                        "in bits (the paper's text); coverage: reject the most uncertain fraction of each split")
-    s.add_argument("--grid", type=_grid_arg, default=None, metavar="START:STOP:STEP",
-                   help="candidates, STOP included (default: fractions 0.05:0.2:0.01 for relative/coverage, "
-                        "bits 0:0.2:0.01 for absolute)")
-    s.add_argument("--min-coverage", type=float, default=0.8,
-                   help="smallest validation coverage a candidate must keep (default 0.8: the paper rejects up to 20%%)")
-    s.add_argument("--temperature", action="store_true",
-                   help="make the temperature-scaled variant (T fitted on val) the primary result; both are "
-                        "always computed and reported side by side")
-    s.add_argument("--base", type=float, default=2, help="entropy base (default 2: bits)")
-    s.add_argument("--method", choices=["entropy", "conformal", "sgr"], default="entropy",
-                   help="the primary rule (all three are always reported side by side): entropy (the paper), "
-                        "conformal (class-conditional sets; confident = one class in the set), sgr (selective "
-                        "guaranteed risk)")
-    s.add_argument("--alpha", type=float, default=0.1,
-                   help="conformal: at most this fraction of each class (melanomas included) misses its label "
-                        "(default 0.1)")
-    s.add_argument("--risk-target", type=float, default=0.2, help="sgr: bound on the error among the retained (default 0.2)")
-    s.add_argument("--risk-delta", type=float, default=0.05, help="sgr: probability the bound may fail (default 0.05)")
-    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples B (default 1000)")
-    s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    s.set_defaults(func=cmd_reject)
-
-    s = sub.add_parser("report", help="aggregate a grid's runs into summary.parquet (+ SIIM-ISIC submissions)")
-    s.add_argument("--grid", "--grid-file", dest="grid", required=True,
-                   help="grid file (params/demo.yaml) or its results folder (results/demo)")
-    s.set_defaults(func=cmd_report)
-
-    s = sub.add_parser("book", help="render a grid's tables/figures into book/_generated and build the book")
-    s.add_argument("--grid", "--grid-file", dest="grid", required=True, help="grid file or its results folder")
-    s.add_argument("--no-strict", action="store_true", help="do not pass -W -n --keep-going to jupyter-book")
-    s.set_defaults(func=cmd_book)
-
-    s = sub.add_parser("serve", help="serve the built book on localhost and print its address (the web page "
-                                     "needs http://, not file://)")
-    s.add_argument("--dir", default=None, help="folder to serve (default: the book's _build/html)")
-    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
-    s.set_defaults(func=cmd_serve)
-
-    s = sub.add_parser("export", help="a run's model → DIR/model.onnx + DIR/model.json for the web page")
-    s.add_argument("run_dir", type=Path, help="a finished run directory (params.yaml, model.pt, run.json)")
-    s.add_argument("--out", required=True, type=Path, help="folder for model.onnx and model.json")
-    s.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    s.add_argument("--site", type=Path, default=None,
-                   help="also assemble the static web page (page + onnxruntime-web + model) into this folder")
-    s.set_defaults(func=cmd_export)
-
-    s = sub.add_parser("screenshot", help="the web page scoring one image in headless Chromium (Fig. 2)")
-    s.add_argument("model_dir", type=Path, help="a folder made by `melanoma export` (model.onnx, model.json)")
-    s.add_argument("--out", required=True, type=Path, help="PNG to write")
-    s.add_argument("--image", type=Path, default=None, help="image to score")
-    s.add_argument("--work", type=Path, default=None, help="or: pick the first test melanoma of --dataset in WORK")
-    s.add_argument("--dataset", default="isic2017", help="with --work (default isic2017)")
-    s.add_argument("--optional", action="store_true", help="exit 0 with a note when Chromium is missing")
-    s.set_defaults(func=cmd_screenshot)
-
-    s = sub.add_parser("summary", help="print per-dataset counts of an ingested work folder")
-    s.add_argument("--work", required=True, type=Path)
-    s.set_defaults(func=cmd_summary)
-
-    s = sub.add_parser("fingerprint", help="write a release folder's fingerprint (paths, sizes, mtimes) "
-                       "if it changed; the workflow's ingest depends on it")
-    s.add_argument("--root", required=True, type=Path, help="the release folder (DATA/<name>)")
-    s.add_argument("--out", required=True, type=Path, help="the stamp file (WORK/<name>/release.json)")
-    s.set_defaults(func=cmd_fingerprint)
-
-    s = sub.add_parser("retry", help="rerun failed runs of a grid, and everything after them (report, book)")
-    s.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="run ids (`melanoma grid expand GRID` lists them)")
-    s.add_argument("--grid", required=True, help="the grid file the runs belong to (params/demo.yaml)")
-    s.add_argument("--force", action="store_true", help="retry runs that did not fail too (retrains them)")
-    s.add_argument("--cores", type=int, default=None, help="parallel jobs (default: all cores)")
-    s.set_defaults(func=cmd_retry)
-
-    s = sub.add_parser("locked", help="run a Snakemake command of a grid under the grid's run lock "
-                       "(one writer per grid; `make slurm-demo` runs its Snakemake so)")
-    s.add_argument("--grid", required=True, help="the grid file the command runs (its results folder holds the lock)")
-    s.add_argument("--workdir", type=Path, default=Path.cwd(),
-                   help="Snakemake's working directory (its --directory; default: here): a killed run's "
-                        "Snakemake lock there is removed first, unless a live Snakemake that takes locks works there")
-    s.add_argument("command_", nargs=argparse.REMAINDER, metavar="-- SNAKEMAKE ...",
-                   help="the command (it also gets --unlock --quiet appended for the unlock)")
-    s.set_defaults(func=cmd_locked)
-
-    s = sub.add_parser("demo", help="a grid from nothing to the built book (default: the synthetic demo)")
-    s.add_argument("--grid", default="params/demo.yaml", help="grid file (default params/demo.yaml)")
-    s.add_argument("--cores", type=int, default=None, help="parallel jobs (default: all cores)")
-    s.set_defaults(func=cmd_demo)
+    for name, c in COMMANDS.items():
+        s = sub.add_parser(name, help=c.help)
+        for flags, kw in c.args:
+            kw = dict(kw)
+            if "default_factory" in kw:
+                kw["default"] = kw.pop("default_factory")()
+            s.add_argument(*flags, **kw)
+        s.set_defaults(func=c.func, **({c.parser_as: s} if c.parser_as else {}))
     return p
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import _check_y_p
+from .metrics import check_y_p
 from .uncertainty import entropy
 
 __all__ = ["ConformalSets", "fit_conformal", "coverage_slack", "SGR", "fit_sgr", "clopper_pearson_upper",
@@ -129,7 +129,7 @@ def fit_conformal(y_cal, p_cal, alpha: float = 0.1) -> ConformalSets:
     """
     from crepes import ConformalClassifier
 
-    y, p = _check_y_p(y_cal, p_cal)
+    y, p = check_y_p(y_cal, p_cal)
     alpha = _check_alpha(alpha)
     counts = (int((y == 0).sum()), int((y == 1).sum()))
     if min(counts) == 0:
@@ -214,7 +214,7 @@ def fit_sgr(y_cal, p_cal, target: float = 0.1, delta: float = 0.05, min_retained
     >>> bool(s.met and s.bound <= 0.1 and 0 < s.coverage < 1)
     True
     """
-    y, p = _check_y_p(y_cal, p_cal)
+    y, p = check_y_p(y_cal, p_cal)
     if not 0 < target < 1 or not 0 < delta < 1:
         raise ValueError(f"target and delta must be in (0, 1), got {target!r}, {delta!r}")
     H = entropy(p)
@@ -322,8 +322,8 @@ def compare_methods(y_val, p_val, y_test, p_test, *, entropy_keep, entropy_thres
     on the validation arrays only and scored on test with :func:`selective_stats`; for each, the
     promise and whether test kept it; and the melanoma miss rate vs coverage curves of the three
     as their parameter varies (``curves``)."""
-    yv, pv = _check_y_p(y_val, p_val)
-    yt, pt = _check_y_p(y_test, p_test)
+    yv, pv = check_y_p(y_val, p_val)
+    yt, pt = check_y_p(y_test, p_test)
     kw = dict(B=B, alpha=ci_alpha, seed=seed)
     Ht = entropy(pt)
     out = {}
@@ -363,8 +363,8 @@ def miss_rate_curves(y_val, p_val, y_test, p_test) -> dict:
     (0.01 … 0.5), SGR's target (0.02 … 0.5; only where a candidate meets it)."""
     from .uncertainty import relative_threshold
 
-    yv, pv = _check_y_p(y_val, p_val)
-    yt, pt = _check_y_p(y_test, p_test)
+    yv, pv = check_y_p(y_val, p_val)
+    yt, pt = check_y_p(y_test, p_test)
     Ht = entropy(pt)
     res = {}
     pts = []

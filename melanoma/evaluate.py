@@ -68,7 +68,8 @@ import math
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -106,13 +107,13 @@ __all__ = [
     "METHODS",
     "DEFAULT_MODE",
     "LOW_TEST_COVERAGE",
-    "default_grid",
+    "default_thresholds",
     "rejection_flags",
     "flag_text",
     "methods_table",
     "DEFAULT_MIN_COVERAGE",
     "DEFAULT_COVERAGES",
-    "parse_grid",
+    "parse_thresholds",
     "load_run",
     "load_predictions",
     "labelled_arrays",
@@ -143,7 +144,7 @@ DEFAULT_COVERAGES = (0.8, 0.9, 1.0)
 _REQUIRED = ("eval_set", "split", "label", "p_melanoma")
 _LOGITS = ("logit_0", "logit_1")
 _SPLITS = ("test", "val")
-_MAX_GRID = 100_000
+_MAX_THRESHOLDS = 100_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ _MAX_GRID = 100_000
 # --------------------------------------------------------------------------------------------
 
 
-def parse_grid(text: str) -> np.ndarray:
+def parse_thresholds(text: str) -> np.ndarray:
     """Parse ``START:STOP:STEP`` into candidate thresholds, STOP included.
 
     ``"0:0.2:0.01"`` gives 0, 0.01, …, 0.20 (21 values, the paper's grid). Values are rounded to
@@ -174,61 +175,61 @@ def parse_grid(text: str) -> np.ndarray:
 
     Examples
     --------
-    >>> parse_grid("0:0.2:0.05").tolist()
+    >>> parse_thresholds("0:0.2:0.05").tolist()
     [0.0, 0.05, 0.1, 0.15, 0.2]
-    >>> parse_grid("0.1:0.1:1").tolist()
+    >>> parse_thresholds("0.1:0.1:1").tolist()
     [0.1]
     """
     if not isinstance(text, str):
-        raise ValueError(f"grid must be a string START:STOP:STEP, got {text!r}")
+        raise ValueError(f"thresholds must be a string START:STOP:STEP, got {text!r}")
     parts = text.strip().split(":")
     if len(parts) != 3:
-        raise ValueError(f"grid must look like START:STOP:STEP (e.g. 0:0.2:0.01), got {text!r}")
+        raise ValueError(f"thresholds must look like START:STOP:STEP (e.g. 0:0.2:0.01), got {text!r}")
     vals = []
     for name, s in zip(("START", "STOP", "STEP"), parts):
         try:
             v = float(s)
         except ValueError:
-            raise ValueError(f"grid {text!r}: {name} {s.strip()!r} is not a number") from None
+            raise ValueError(f"thresholds {text!r}: {name} {s.strip()!r} is not a number") from None
         if not math.isfinite(v):
-            raise ValueError(f"grid {text!r}: {name} must be finite, got {s.strip()!r}")
+            raise ValueError(f"thresholds {text!r}: {name} must be finite, got {s.strip()!r}")
         vals.append(v)
     start, stop, step = vals
     if start < 0:
-        raise ValueError(f"grid {text!r}: START must be >= 0, got {start:g}")
+        raise ValueError(f"thresholds {text!r}: START must be >= 0, got {start:g}")
     if stop < start:
-        raise ValueError(f"grid {text!r}: STOP ({stop:g}) is smaller than START ({start:g})")
+        raise ValueError(f"thresholds {text!r}: STOP ({stop:g}) is smaller than START ({start:g})")
     if step <= 0:
-        raise ValueError(f"grid {text!r}: STEP must be > 0, got {step:g}")
+        raise ValueError(f"thresholds {text!r}: STEP must be > 0, got {step:g}")
     n = int(math.floor((stop - start) / step + 1e-9)) + 1
-    if n > _MAX_GRID:
-        raise ValueError(f"grid {text!r}: {n} values is too many (at most {_MAX_GRID}); use a larger STEP")
+    if n > _MAX_THRESHOLDS:
+        raise ValueError(f"thresholds {text!r}: {n} values is too many (at most {_MAX_THRESHOLDS}); use a larger STEP")
     return np.round(start + step * np.arange(n), 10)
 
 
-def default_grid(mode: str) -> np.ndarray:
+def default_thresholds(mode: str) -> np.ndarray:
     """The candidates of a rule: fractions 0.05 … 0.20 (relative, coverage) or 0 … 0.2 bits (absolute)."""
     return (DEFAULT_GRID if mode == "absolute" else RELATIVE_GRID).copy()
 
 
-def _resolve_grid(grid, mode: str, base: float = 2) -> np.ndarray:
-    if grid is None or (isinstance(grid, str) and grid.strip().lower() in ("", "auto")):
-        g = default_grid(mode)
-    elif isinstance(grid, str):
-        g = parse_grid(grid)
+def _resolve_thresholds(thresholds, mode: str, base: float = 2) -> np.ndarray:
+    if thresholds is None or (isinstance(thresholds, str) and thresholds.strip().lower() in ("", "auto")):
+        g = default_thresholds(mode)
+    elif isinstance(thresholds, str):
+        g = parse_thresholds(thresholds)
     else:
-        g = np.atleast_1d(np.asarray(grid, dtype=np.float64))
+        g = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
     if g.ndim != 1 or g.size == 0 or not np.all(np.isfinite(g)) or g.min() < 0:
-        raise ValueError(f"grid must be a non-empty list of finite numbers >= 0, got {grid!r}")
+        raise ValueError(f"thresholds must be a non-empty list of finite numbers >= 0, got {thresholds!r}")
     if mode == "coverage" and g.max() > 1:
-        raise ValueError(f"with mode='coverage' the grid holds fractions to reject, in [0, 1]; got max {g.max():g}")
+        raise ValueError(f"with mode='coverage' the thresholds are fractions to reject, in [0, 1]; got max {g.max():g}")
     if mode == "relative" and g.max() >= 1:
-        raise ValueError(f"with mode='relative' the grid holds fractions of the validation split to reject, "
+        raise ValueError(f"with mode='relative' the thresholds are fractions of the validation split to reject, "
                          f"in [0, 1); got max {g.max():g}")
     h_max = math.log(2, base)  # the entropy of two classes never exceeds log(2)
     if mode == "absolute" and g.max() > h_max + 1e-9:
         raise ValueError(f"entropy thresholds above {h_max:g} (the two-class maximum in base {base:g}) "
-                         f"retain everything; got max {g.max():g} from grid {grid!r}")
+                         f"retain everything; got max {g.max():g} from thresholds {thresholds!r}")
     return g
 
 
@@ -531,7 +532,7 @@ def _compact(v: dict, yt, pt, base: float) -> dict:
 def reject_run(
     run_dir,
     mode: str = DEFAULT_MODE,
-    grid=None,
+    thresholds=None,
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     temperature: bool = False,
     base: float = 2,
@@ -544,6 +545,7 @@ def reject_run(
     conformal_alpha: float = 0.1,
     risk_target: float = 0.2,
     risk_delta: float = 0.05,
+    grid=None,
 ) -> dict:
     """Entropy rejection for every evaluation set of a run: threshold on validation, report on test.
 
@@ -552,7 +554,7 @@ def reject_run(
     1. fit a temperature ``T`` on the validation logits (when there are logits and both classes);
     2. choose the threshold on the **validation split only** with
        :func:`melanoma.uncertainty.search_threshold` — minimise ½(ECE + Brier) of the retained
-       validation samples over ``grid``, among candidates keeping at least ``min_coverage`` of
+       validation samples over the candidate ``thresholds``, among candidates keeping at least ``min_coverage`` of
        them — so the test labels cannot influence it; this is done twice, on the raw
        probabilities and on the temperature-scaled ones (``variants``), and ``temperature``
        says which of the two is the primary result;
@@ -598,9 +600,9 @@ def reject_run(
         A finished run directory.
     mode : {"relative", "absolute", "coverage"}, default="relative"
         See above.
-    grid : None, str or sequence of float
+    thresholds : None, str or sequence of float
         Candidates; ``None`` = the mode's default (relative/coverage: fractions 0.05 … 0.20;
-        absolute: 0, 0.01, …, 0.20 bits); a string ``START:STOP:STEP`` (see :func:`parse_grid`).
+        absolute: 0, 0.01, …, 0.20 bits); a string ``START:STOP:STEP`` (see :func:`parse_thresholds`).
     min_coverage : float, default=0.8
         Smallest validation coverage a candidate must keep (relative mode with the default grid
         always keeps ≥ 0.8).
@@ -624,133 +626,193 @@ def reject_run(
         Conformal miscoverage per class.
     risk_target, risk_delta : float, default 0.2 and 0.05
         SGR's bound on the selective error and its failure probability.
+    grid : None, str or sequence of float
+        The old name of ``thresholds`` (notebook ``04_reject``'s parameter and a grid file's
+        ``reject: {grid: ...}`` still use it); give one of the two.
 
     Returns
     -------
     dict
         What was written to ``RUN_DIR/rejection.json`` (layout in the module docstring).
     """
-    _check_common(B, alpha, n_bins, seed)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    for name, v in (("conformal_alpha", conformal_alpha), ("risk_target", risk_target), ("risk_delta", risk_delta)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
-            raise ValueError(f"{name} must be in (0, 1), got {v!r}")
-    g_arr = _resolve_grid(grid, mode, base)
-    if isinstance(min_coverage, bool) or not isinstance(min_coverage, (int, float)) or not 0 <= min_coverage <= 1:
-        raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage!r}")
-    coverages = [float(c) for c in np.atleast_1d(coverages)]
+    if grid is not None:  # the old name (notebook 04's parameter, a grid file's `reject: {grid: ...}`)
+        if thresholds is not None:
+            raise ValueError("give the candidates once: thresholds (grid is its old name)")
+        thresholds = grid
+    st = _RejectSettings(mode=mode, min_coverage=min_coverage, temperature=temperature, base=base, B=B,
+                         alpha=alpha, seed=seed, n_bins=n_bins, coverages=coverages, method=method,
+                         conformal_alpha=conformal_alpha, risk_target=risk_target, risk_delta=risk_delta,
+                         candidates=None)
+    st.check(thresholds)
     run_dir = Path(run_dir)
     run, pred = load_run(run_dir)
-    primary = "temperature" if temperature else "raw"
-    out = {**_header(run, run_dir), "mode": mode, "base": float(base), "grid": g_arr,
-           "min_coverage": float(min_coverage), "temperature": bool(temperature), "primary": primary,
+    out = {**_header(run, run_dir), "mode": mode, "base": float(base), "grid": st.candidates,
+           "min_coverage": float(min_coverage), "temperature": bool(temperature), "primary": st.primary,
            "low_test_coverage": LOW_TEST_COVERAGE, "n_bins": int(n_bins), "method": method,
            "conformal_alpha": float(conformal_alpha), "risk_target": float(risk_target),
            "risk_delta": float(risk_delta),
            "B": int(B), "alpha": float(alpha), "seed": int(seed), "decision_threshold": 0.5,
-           "coverages": coverages, "eval_sets": {}}
+           "coverages": st.coverages, "eval_sets": {}}
     sources = run.get("eval_sources") or {}
     for es, g in _eval_groups(run, pred):
-        n, n_unl = _counts(g)
         src = sources.get(es) or {"val": "own validation split", "test": "official test split"}
-        # validation first: nothing below reads a test label until the thresholds are fixed
-        yv, pv, Lv = labelled_arrays(g[g["split"] == "val"])
-        why = _why_no_fit(yv)
-        if why is None and n["test"] == 0:
-            why = "no labelled test rows" + (f" ({n_unl['test']} unlabelled)" if n_unl["test"] else "")
-        if why is None and temperature and (Lv is None):
-            why = "temperature=True but predictions.parquet has no logit_0/logit_1 columns"
-        if why is not None:
-            out["eval_sets"][es] = {"skipped": why, "n": n, "n_unlabelled": n_unl, "val_source": src["val"],
-                                    "test_source": src["test"], "flags": [{"code": "skipped", "text": why}]}
-            continue
-        T = fit_temperature(yv, Lv) if Lv is not None else None
-        # ---- the test split; thresholds are searched on validation arrays only
-        yt, pt_raw, Lt = labelled_arrays(g[g["split"] == "test"])
-        probs = {"raw": (pv, pt_raw)}
-        if T is not None:
-            probs["temperature"] = (apply_temperature(Lv, T), apply_temperature(Lt, T))
-        variants = {k: _variant(yv, a, yt, b, g_arr, mode, n_bins, base, min_coverage) for k, (a, b) in probs.items()}
-        v = variants[primary]
-        pv, pt = probs[primary]
-        compact = {k: _compact(variants[k], yt, probs[k][1], base) for k in variants}
-        if "temperature" not in compact:
-            compact["temperature"] = {"skipped": "predictions.parquet has no logits", "flags": []}
-        if "skipped" in v:
-            out["eval_sets"][es] = {"skipped": v["skipped"], "n": n, "n_unlabelled": n_unl,
-                                    "val_search": v["val_search"], "flags": v["flags"], "variants": compact,
-                                    "val_source": src["val"], "test_source": src["test"]}
-            continue
-        thr = v["threshold"]
-        entropy_keep = retained_mask(pt, thr, mode=v["apply_mode"], base=base)
-        methods = compare_methods(yv, pv, yt, pt, entropy_keep=entropy_keep,
-                                  entropy_threshold=thr if v["apply_mode"] == "absolute" else math.nan,
-                                  alpha=conformal_alpha, risk_target=risk_target, risk_delta=risk_delta,
-                                  B=B, ci_alpha=alpha, seed=seed)
-        # the conformal / SGR promises assume test exchangeable with the calibration split: not so
-        # when an external set borrows the training combination's validation split
-        own = src["val"] == "own validation split"
-        for name in ("conformal", "sgr"):
-            methods[name].update(calibrated_on=src["val"], exchangeable=own)
-        flags = v["flags"]
-        if method == "entropy":
-            keep = entropy_keep
-        elif method == "conformal":
-            _, keep, _ = conformal_decisions(fit_conformal(yv, pv, conformal_alpha), pt)
-            thr = math.nan
-        else:
-            sg = methods["sgr"]
-            thr = sg["threshold"]
-            keep = entropy(pt) <= thr if sg["met"] else np.zeros(yt.size, bool)
-        rep, msgs = _with_warnings(report_for_mask, yt, pt, keep, n_bins=n_bins, ci=True, B=B, alpha=alpha,
-                                   seed=seed)
-        if method != "entropy":
-            flags = rejection_flags({}, rep["coverage"], rep["referral"])
-            if method == "conformal" and methods["conformal"]["n_set_label_differs"]:
-                flags.append({"code": "set-label-differs",
-                              "text": f"{methods['conformal']['n_set_label_differs']} singleton set(s) disagree "
-                                      "with p > 0.5; 'after' counts them by p"})
-            if method == "sgr" and not methods["sgr"]["met"]:
-                flags.append({"code": "sgr-not-met", "text": f"no threshold bounds the error at {risk_target:g} "
-                                                             f"with probability {1 - risk_delta:g}"})
-        entry = {
-            "method": method,
-            "threshold": thr, "fraction": v["fraction"] if method == "entropy" else math.nan,
-            "threshold_unit": _unit(mode, base),
-            "coverage": rep["coverage"], "val_coverage": v["val_coverage"], "n": n, "n_unlabelled": n_unl,
-            "n_test": rep["n"], "n_retained": rep["n_retained"], "n_rejected": rep["n_rejected"],
-            "before": rep["before"], "after": rep["after"],
-            "fp": rep["fp_before"], "fn": rep["fn_before"],
-            **{k: rep[k] for k in ("fp_before", "fn_before", "fp_after", "fn_after", "fp_prevented",
-                                   "fn_prevented", "tp_rejected", "tn_rejected", "misdiagnoses_prevented",
-                                   "correct_rejected", "fp_reduction_pct", "fn_reduction_pct", "referral")},
-            "flags": flags,
-            "methods": methods,
-            "val_search": v["val_search"],
-            "val_source": src["val"], "test_source": src["test"],
-            "min_coverage": float(min_coverage),
-            "curves": {
-                "accuracy_rejection": {**accuracy_rejection_curve(
-                    yv, pv, np.round(np.linspace(0, math.log(2) / math.log(base), 101), 10), base=base),
-                    "split": "val"},
-                "risk_coverage": {**risk_coverage_curve(yt, pt, base=base), "split": "test"},
-            },
-            "aurc": bootstrap_ci(partial(aurc, base=base), yt, pt, B=B, alpha=alpha, seed=seed),
-            "eaurc": bootstrap_ci(partial(eaurc, base=base), yt, pt, B=B, alpha=alpha, seed=seed),
-            "selective_risk": selective_risk_at(yt, pt, coverages, base=base),
-            "variants": compact,
-            "warnings": msgs,
-        }
-        if T is not None:
-            entry["temperature"] = {"T": T, "fitted_on": "val", "n_fit": int(yv.size),
-                                    "val": _calib_pair(yv, probs["raw"][0], probs.get("temperature", probs["raw"])[0], n_bins),
-                                    "test": _calib_pair(yt, pt_raw, probs.get("temperature", probs["raw"])[1], n_bins)}
-        out["eval_sets"][es] = entry
+        out["eval_sets"][es] = _reject_set(g, src, st)
     write_json(run_dir / "rejection.json", out)
     return out
+
+
+@dataclass
+class _RejectSettings:
+    """:func:`reject_run`'s settings, checked once (:meth:`check`)."""
+    mode: str
+    min_coverage: float
+    temperature: bool
+    base: float
+    B: int
+    alpha: float
+    seed: int
+    n_bins: int
+    coverages: Any
+    method: str
+    conformal_alpha: float
+    risk_target: float
+    risk_delta: float
+    candidates: Any  # the resolved candidate thresholds (check)
+
+    @property
+    def primary(self) -> str:
+        return "temperature" if self.temperature else "raw"
+
+    def check(self, thresholds) -> None:
+        _check_common(self.B, self.alpha, self.n_bins, self.seed)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for name in ("conformal_alpha", "risk_target", "risk_delta"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {v!r}")
+        self.candidates = _resolve_thresholds(thresholds, self.mode, self.base)
+        mc = self.min_coverage
+        if isinstance(mc, bool) or not isinstance(mc, (int, float)) or not 0 <= mc <= 1:
+            raise ValueError(f"min_coverage must be in [0, 1], got {mc!r}")
+        self.coverages = [float(c) for c in np.atleast_1d(self.coverages)]
+
+
+def _reject_set(g: pd.DataFrame, src: dict, st: _RejectSettings) -> dict:
+    """:func:`reject_run` for one evaluation set's rows ``g``: its entry of rejection.json."""
+    n, n_unl = _counts(g)
+    # validation first: nothing below reads a test label until the thresholds are fixed
+    yv, pv, Lv = labelled_arrays(g[g["split"] == "val"])
+    why = _why_no_fit(yv)
+    if why is None and n["test"] == 0:
+        why = "no labelled test rows" + (f" ({n_unl['test']} unlabelled)" if n_unl["test"] else "")
+    if why is None and st.temperature and (Lv is None):
+        why = "temperature=True but predictions.parquet has no logit_0/logit_1 columns"
+    if why is not None:
+        return {"skipped": why, "n": n, "n_unlabelled": n_unl, "val_source": src["val"],
+                "test_source": src["test"], "flags": [{"code": "skipped", "text": why}]}
+    T = fit_temperature(yv, Lv) if Lv is not None else None
+    # ---- the test split; thresholds are searched on validation arrays only
+    yt, pt_raw, Lt = labelled_arrays(g[g["split"] == "test"])
+    probs = {"raw": (pv, pt_raw)}
+    if T is not None:
+        probs["temperature"] = (apply_temperature(Lv, T), apply_temperature(Lt, T))
+    variants = {k: _variant(yv, a, yt, b, st.candidates, st.mode, st.n_bins, st.base, st.min_coverage)
+                for k, (a, b) in probs.items()}
+    v = variants[st.primary]
+    pv, pt = probs[st.primary]
+    compact = {k: _compact(variants[k], yt, probs[k][1], st.base) for k in variants}
+    if "temperature" not in compact:
+        compact["temperature"] = {"skipped": "predictions.parquet has no logits", "flags": []}
+    if "skipped" in v:
+        return {"skipped": v["skipped"], "n": n, "n_unlabelled": n_unl,
+                "val_search": v["val_search"], "flags": v["flags"], "variants": compact,
+                "val_source": src["val"], "test_source": src["test"]}
+    methods, thr, keep, flags = _primary_rule(yv, pv, yt, pt, v, src, st)
+    rep, msgs = _with_warnings(report_for_mask, yt, pt, keep, n_bins=st.n_bins, ci=True, B=st.B,
+                               alpha=st.alpha, seed=st.seed)
+    if st.method != "entropy":
+        flags = _method_flags(rep, methods, st)
+    entry = _entry(n, n_unl, yv, pv, yt, pt, v, thr, rep, msgs, flags, methods, compact, src, st)
+    if T is not None:
+        tv = probs.get("temperature", probs["raw"])
+        entry["temperature"] = {"T": T, "fitted_on": "val", "n_fit": int(yv.size),
+                                "val": _calib_pair(yv, probs["raw"][0], tv[0], st.n_bins),
+                                "test": _calib_pair(yt, pt_raw, tv[1], st.n_bins)}
+    return entry
+
+
+def _primary_rule(yv, pv, yt, pt, v: dict, src: dict, st: _RejectSettings):
+    """The three rules side by side (``methods``), and the primary one's threshold, retained test
+    mask and flags."""
+    thr = v["threshold"]
+    entropy_keep = retained_mask(pt, thr, mode=v["apply_mode"], base=st.base)
+    methods = compare_methods(yv, pv, yt, pt, entropy_keep=entropy_keep,
+                              entropy_threshold=thr if v["apply_mode"] == "absolute" else math.nan,
+                              alpha=st.conformal_alpha, risk_target=st.risk_target, risk_delta=st.risk_delta,
+                              B=st.B, ci_alpha=st.alpha, seed=st.seed)
+    # the conformal / SGR promises assume test exchangeable with the calibration split: not so
+    # when an external set borrows the training combination's validation split
+    own = src["val"] == "own validation split"
+    for name in ("conformal", "sgr"):
+        methods[name].update(calibrated_on=src["val"], exchangeable=own)
+    if st.method == "entropy":
+        keep = entropy_keep
+    elif st.method == "conformal":
+        _, keep, _ = conformal_decisions(fit_conformal(yv, pv, st.conformal_alpha), pt)
+        thr = math.nan
+    else:
+        sg = methods["sgr"]
+        thr = sg["threshold"]
+        keep = entropy(pt) <= thr if sg["met"] else np.zeros(yt.size, bool)
+    return methods, thr, keep, v["flags"]
+
+
+def _method_flags(rep: dict, methods: dict, st: _RejectSettings) -> list:
+    """Flags of a conformal or SGR primary result."""
+    flags = rejection_flags({}, rep["coverage"], rep["referral"])
+    if st.method == "conformal" and methods["conformal"]["n_set_label_differs"]:
+        flags.append({"code": "set-label-differs",
+                      "text": f"{methods['conformal']['n_set_label_differs']} singleton set(s) disagree "
+                              "with p > 0.5; 'after' counts them by p"})
+    if st.method == "sgr" and not methods["sgr"]["met"]:
+        flags.append({"code": "sgr-not-met", "text": f"no threshold bounds the error at {st.risk_target:g} "
+                                                     f"with probability {1 - st.risk_delta:g}"})
+    return flags
+
+
+def _entry(n, n_unl, yv, pv, yt, pt, v, thr, rep, msgs, flags, methods, compact, src, st) -> dict:
+    base, B, alpha, seed = st.base, st.B, st.alpha, st.seed
+    return {
+        "method": st.method,
+        "threshold": thr, "fraction": v["fraction"] if st.method == "entropy" else math.nan,
+        "threshold_unit": _unit(st.mode, base),
+        "coverage": rep["coverage"], "val_coverage": v["val_coverage"], "n": n, "n_unlabelled": n_unl,
+        "n_test": rep["n"], "n_retained": rep["n_retained"], "n_rejected": rep["n_rejected"],
+        "before": rep["before"], "after": rep["after"],
+        "fp": rep["fp_before"], "fn": rep["fn_before"],
+        **{k: rep[k] for k in ("fp_before", "fn_before", "fp_after", "fn_after", "fp_prevented",
+                               "fn_prevented", "tp_rejected", "tn_rejected", "misdiagnoses_prevented",
+                               "correct_rejected", "fp_reduction_pct", "fn_reduction_pct", "referral")},
+        "flags": flags,
+        "methods": methods,
+        "val_search": v["val_search"],
+        "val_source": src["val"], "test_source": src["test"],
+        "min_coverage": float(st.min_coverage),
+        "curves": {
+            "accuracy_rejection": {**accuracy_rejection_curve(
+                yv, pv, np.round(np.linspace(0, math.log(2) / math.log(base), 101), 10), base=base),
+                "split": "val"},
+            "risk_coverage": {**risk_coverage_curve(yt, pt, base=base), "split": "test"},
+        },
+        "aurc": bootstrap_ci(partial(aurc, base=base), yt, pt, B=B, alpha=alpha, seed=seed),
+        "eaurc": bootstrap_ci(partial(eaurc, base=base), yt, pt, B=B, alpha=alpha, seed=seed),
+        "selective_risk": selective_risk_at(yt, pt, st.coverages, base=base),
+        "variants": compact,
+        "warnings": msgs,
+    }
 
 
 def _unit(mode: str, base: float) -> str:

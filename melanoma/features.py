@@ -193,7 +193,7 @@ def features_for_dataset(work: str | Path, dataset: str, *, model: str, weights:
     from .datasets import get
     from .datasets.manifest import read_manifest
     from .models import build_model, model_config, split_backbone_head
-    from .train import resolve_device
+    from .run import resolve_device
 
     short = get(dataset).short
     cfg = model_config(model)

@@ -18,7 +18,7 @@ from typing import Any
 from .datasets import get, parse_combo
 from .home import find_file, home, sources
 from .io import read_yaml, write_yaml
-from .params import ParamError, TrainParams, did_you_mean, load_mapping, unknown_keys
+from .params import ParamError, TrainParams, can_share_a_job, did_you_mean, job_key, load_mapping, unknown_keys
 
 #: The project's sources (params, workflow, notebooks, book): the checkout, or the copy a
 #: non-editable install carries (melanoma.home). Relative ``work``/``results`` go under
@@ -161,14 +161,14 @@ def _check_sections(path: Path, g: dict) -> None:
 
 
 def _check_reject(path: Path, where: str, rej: dict) -> None:
-    from .evaluate import MODES, parse_grid
+    from .evaluate import MODES, parse_thresholds
 
     if "mode" in rej and rej["mode"] not in MODES:
         raise ParamError(f"{path}: {where}.mode must be one of {', '.join(MODES)}, got {rej['mode']!r}"
                          f"{did_you_mean(rej['mode'], list(MODES))}")
     if "grid" in rej and str(rej["grid"]).strip().lower() != "auto":
         try:
-            parse_grid(str(rej["grid"]))
+            parse_thresholds(str(rej["grid"]))
         except ValueError as e:
             raise ParamError(f"{path}: {where}.grid: {e}") from None
     from .evaluate import METHODS
@@ -215,7 +215,28 @@ def load_grid(path: str | os.PathLike, *, data: str | None = None, work: str | N
     _check_sections(path, g)
     if not isinstance(g["name"], (str, int)) or not str(g["name"]).strip() or "/" in str(g["name"]):
         raise ParamError(f"{path}: name must be a short word (it names results/<name>), got {g['name']!r}")
-    combos = g["combinations"]
+    parsed = _combinations(path, g["combinations"])
+    models = _models(path, g["models"])
+    eval_sets, submission = _eval_sets(path, g)
+    data_v, data_dirs = _data(path, g, data)
+    work_v = work or os.environ.get("WORK") or g.get("work", "work")
+    res_v = results or os.environ.get("RESULTS") or g.get("results", f"results/{g['name']}")
+    grid = Grid(
+        name=str(g["name"]), path=path, data=data_v,
+        work=_resolve(home(), work_v), results=_resolve(home(), res_v), models=list(models),
+        combinations=parsed, eval_sets=eval_sets, train=dict(_mapping(path, g, "train")),
+        model_overrides={m: dict(o or {}) for m, o in _mapping(path, g, "model_overrides").items()},
+        calibrate=dict(_mapping(path, g, "calibrate")),
+        reject=dict(_mapping(path, g, "reject")), synthetic=dict(_mapping(path, g, "synthetic")),
+        web=dict(_mapping(path, g, "web")), submission=submission,
+        figures=dict(_mapping(path, g, "figures")), group=g.get("group", 1), data_dirs=data_dirs,
+        leakage_keep=[str(r) for r in (g.get("leakage_keep") or [])], raw=g)
+    _check_runs(path, grid)
+    return grid
+
+
+def _combinations(path: Path, combos) -> list[str]:
+    """The grid's combinations as short names joined by '+' (a string: a file, one per line)."""
     if isinstance(combos, str):  # a file of combinations, one per line
         cfile = _resolve(path.parent.resolve(), combos)
         if not cfile.is_file():
@@ -235,13 +256,15 @@ def load_grid(path: str | os.PathLike, *, data: str | None = None, work: str | N
     if len(set(parsed)) != len(parsed):
         dup = sorted({c for c in parsed if parsed.count(c) > 1})
         raise ParamError(f"{path}: combinations listed twice: {dup}")
-    models = g["models"]
+    return parsed
+
+
+def _models(path: Path, models) -> list[str]:
+    """The grid's models (``paper``: the paper's 24), each a registered name, none twice."""
+    from .models import available_models, paper_models
+
     if isinstance(models, str) and models == "paper":
-        from .models import paper_models
-
         models = paper_models()
-    from .models import available_models
-
     if not isinstance(models, list):
         raise ParamError(f"{path}: models must be a list of model names (or 'paper'), got {models!r}")
     if not models:
@@ -252,16 +275,25 @@ def load_grid(path: str | os.PathLike, *, data: str | None = None, work: str | N
                              f"valid: {', '.join(available_models())}")
     if len(set(models)) != len(models):
         raise ParamError(f"{path}: models listed twice: {sorted({m for m in models if models.count(m) > 1})}")
+    return models
+
+
+def _eval_sets(path: Path, g: dict) -> tuple[list[str], str | None]:
+    """The evaluation sets and the submission set, as short names."""
     evs = g["eval_sets"]
     if isinstance(evs, str):
         evs = [e for e in evs.replace("+", ",").split(",") if e.strip()]
     if not isinstance(evs, list) or not evs:
         raise ParamError(f"{path}: eval_sets must be a non-empty list (e.g. [ISIC2017, ISIC2018])")
     try:
-        eval_sets = [get(str(e)).short for e in evs]
-        submission = get(str(g["submission"])).short if g.get("submission") else None
+        return ([get(str(e)).short for e in evs],
+                get(str(g["submission"])).short if g.get("submission") else None)
     except KeyError as e:
         raise ParamError(f"{path}: {e.args[0]}") from None
+
+
+def _data(path: Path, g: dict, data: str | None) -> tuple[str, dict[str, str]]:
+    """Where the releases are (``synthetic`` or a folder) and the per-release folders."""
     data_v = data or os.environ.get("DATA_ROOT")
     data_base = Path.cwd()  # a folder given on the command line / in the environment: from here
     if not data_v:
@@ -277,18 +309,11 @@ def load_grid(path: str | os.PathLike, *, data: str | None = None, work: str | N
         data_dirs = {get(k).short: str(v) for k, v in data_dirs.items()}
     except KeyError as e:
         raise ParamError(f"{path}: data_dirs: {e}") from None
-    work_v = work or os.environ.get("WORK") or g.get("work", "work")
-    res_v = results or os.environ.get("RESULTS") or g.get("results", f"results/{g['name']}")
-    grid = Grid(
-        name=str(g["name"]), path=path, data=str(data_v) if data_v == "synthetic" else str(_resolve(data_base, data_v)),
-        work=_resolve(home(), work_v), results=_resolve(home(), res_v), models=list(models),
-        combinations=parsed, eval_sets=eval_sets, train=dict(_mapping(path, g, "train")),
-        model_overrides={m: dict(o or {}) for m, o in _mapping(path, g, "model_overrides").items()},
-        calibrate=dict(_mapping(path, g, "calibrate")),
-        reject=dict(_mapping(path, g, "reject")), synthetic=dict(_mapping(path, g, "synthetic")),
-        web=dict(_mapping(path, g, "web")), submission=submission,
-        figures=dict(_mapping(path, g, "figures")), group=g.get("group", 1), data_dirs=data_dirs,
-        leakage_keep=[str(r) for r in (g.get("leakage_keep") or [])], raw=g)
+    return (str(data_v) if data_v == "synthetic" else str(_resolve(data_base, data_v))), data_dirs
+
+
+def _check_runs(path: Path, grid: Grid) -> None:
+    """Overrides name models of the grid, group sizes are valid, leakage twins name its runs."""
     unknown = sorted(set(grid.model_overrides) - set(grid.models))
     if unknown:
         raise ParamError(f"{path}: model_overrides for models not in the grid: "
@@ -300,8 +325,6 @@ def load_grid(path: str | os.PathLike, *, data: str | None = None, work: str | N
     if bad:
         raise ParamError(f"{path}: leakage_keep names run(s) not in the grid: "
                          + ", ".join(f"{r!r}{did_you_mean(r, ids)}" for r in bad) + f"; valid: {sorted(ids)}")
-    return grid
-
 
 def run_params(grid: Grid, model: str, combo: str, keep: bool = False) -> TrainParams:
     rid = run_id(model, combo.split("+")) + (KEEP_SUFFIX if keep else "")
@@ -325,13 +348,7 @@ def run_params(grid: Grid, model: str, combo: str, keep: bool = False) -> TrainP
 
 def _unvalidated(d: dict) -> TrainParams:
     """Parameters before ingest has made the work folder: checked except for its existence."""
-    p = TrainParams(**d)
-    try:
-        p.validate()
-    except ParamError as e:
-        if "work folder" not in str(e):
-            raise
-    return p
+    return TrainParams(**d).validate(require_work=False)
 
 
 def expand(grid: Grid) -> dict[str, TrainParams]:
@@ -362,7 +379,8 @@ def groups(grid: Grid, runs: dict[str, TrainParams] | None = None) -> dict[str, 
     """Training jobs that hold several runs: group id → run ids (see :mod:`melanoma.group`).
 
     Runs of one model whose parameters differ only in ``train``/``out``/``epochs`` and that take
-    the fast path or the resident loop path are packed, in grid order, ``grid.group_for(model)`` to
+    the fast path or the resident loop path (the one definition: :func:`melanoma.params.job_key`,
+    :func:`~melanoma.params.can_share_a_job`) are packed, in grid order, ``grid.group_for(model)`` to
     a job, with the id ``<model>__group<k>`` (k from 1 per model). Runs in no group train alone
     (rule ``train``). A job that fails marks all its runs failed; rerun, it retrains only those
     without a finished ``run.json``.
@@ -375,12 +393,8 @@ def groups(grid: Grid, runs: dict[str, TrainParams] | None = None) -> dict[str, 
             continue
         buckets: dict[str, list[str]] = {}
         for rid, p in runs.items():
-            if p.model != m or not (p.use_fast or p.loader == "resident"):
-                continue
-            d = p.to_dict()
-            for k in ("train", "out", "epochs"):
-                d.pop(k)
-            buckets.setdefault(repr(sorted(d.items())), []).append(rid)
+            if p.model == m and can_share_a_job(p):
+                buckets.setdefault(job_key(p), []).append(rid)
         k = 0
         for ids in buckets.values():
             for s in range(0, len(ids), size):

@@ -85,7 +85,7 @@ _STRATEGIES = ("uniform", "quantile")
 # --------------------------------------------------------------------------------------------
 
 
-def _check_p(p) -> np.ndarray:
+def check_p(p) -> np.ndarray:
     """Validate p(melanoma): numeric, shape (n,), finite, in [0, 1]; return it as float64."""
     p = np.asarray(p)
     if p.dtype.kind not in "biuf":
@@ -100,7 +100,7 @@ def _check_p(p) -> np.ndarray:
     return p
 
 
-def _check_y(y) -> np.ndarray:
+def check_y(y) -> np.ndarray:
     """Validate labels: numeric, shape (n,), values in {0, 1}; return them as int64."""
     y = np.asarray(y)
     if y.dtype.kind not in "biuf":
@@ -113,22 +113,22 @@ def _check_y(y) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _check_y_p(y, p) -> tuple[np.ndarray, np.ndarray]:
+def check_y_p(y, p) -> tuple[np.ndarray, np.ndarray]:
     """Validate labels and p(melanoma); return ``(y as int64, p as float64)``."""
-    y = _check_y(y)
-    p = _check_p(p)
+    y = check_y(y)
+    p = check_p(p)
     if len(y) != len(p):
         raise ValueError(f"y and p have different lengths: {len(y)} != {len(p)}")
     return y, p
 
 
-def _check_threshold(threshold) -> float:
+def check_threshold(threshold) -> float:
     if not isinstance(threshold, (int, float, np.integer, np.floating)) or not (0 <= threshold <= 1):
         raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
     return float(threshold)
 
 
-def _check_bins(n_bins, strategy, confidence) -> None:
+def check_bins(n_bins, strategy, confidence) -> None:
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
     if strategy not in _STRATEGIES:
@@ -167,7 +167,7 @@ def predict(p, threshold: float = 0.5) -> np.ndarray:
     >>> predict([0.2, 0.5, 0.51]).tolist()
     [0, 0, 1]
     """
-    return (_check_p(p) > _check_threshold(threshold)).astype(np.int64)
+    return (check_p(p) > check_threshold(threshold)).astype(np.int64)
 
 
 def confusion_counts(y, p, threshold: float = 0.5) -> dict[str, int]:
@@ -197,11 +197,12 @@ def confusion_counts(y, p, threshold: float = 0.5) -> dict[str, int]:
     >>> confusion_counts([1, 1, 0, 0], [0.9, 0.2, 0.7, 0.1])
     {'tp': 1, 'fp': 1, 'tn': 1, 'fn': 1}
     """
-    y, p = _check_y_p(y, p)
-    return _counts(y, p > _check_threshold(threshold))
+    y, p = check_y_p(y, p)
+    return confusion_counts_unchecked(y, p > check_threshold(threshold))
 
 
-def _counts(y: np.ndarray, yhat: np.ndarray) -> dict[str, int]:
+def confusion_counts_unchecked(y: np.ndarray, yhat: np.ndarray) -> dict[str, int]:
+    """:func:`confusion_counts` of checked labels ``y`` and boolean predictions ``yhat`` (no checks)."""
     pos = y == 1
     tp = int(np.count_nonzero(pos & yhat))
     fn = int(np.count_nonzero(pos & ~yhat))
@@ -487,7 +488,7 @@ def auc(y, p) -> float:
     >>> auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     0.75
     """
-    y, p = _check_y_p(y, p)
+    y, p = check_y_p(y, p)
     return _auc(y, p, warn=True)
 
 
@@ -540,11 +541,12 @@ def brier(y, p) -> float:
     >>> brier([1, 0], [0.8, 0.4])
     0.1
     """
-    y, p = _check_y_p(y, p)
-    return _brier(y, p)
+    y, p = check_y_p(y, p)
+    return brier_unchecked(y, p)
 
 
-def _brier(y: np.ndarray, p: np.ndarray) -> float:
+def brier_unchecked(y: np.ndarray, p: np.ndarray) -> float:
+    """:func:`brier` of checked arrays (no checks)."""
     return float(np.mean((p - y) ** 2)) if y.size else math.nan
 
 
@@ -573,7 +575,7 @@ def nll(y, p) -> float:
     >>> round(nll([1, 0], [0.5, 0.5]), 6)
     0.693147
     """
-    y, p = _check_y_p(y, p)
+    y, p = check_y_p(y, p)
     return _nll(y, p)
 
 
@@ -673,8 +675,8 @@ def reliability_curve(
     >>> r["accuracy"].tolist(), r["count"].tolist()
     ([0.5, 1.0], [2, 2])
     """
-    y, p = _check_y_p(y, p)
-    _check_bins(n_bins, strategy, confidence)
+    y, p = check_y_p(y, p)
+    check_bins(n_bins, strategy, confidence)
     lo, hi, conf, acc, count = _binned(y, p, n_bins, strategy, confidence)
     return {
         "bin_lower": lo,
@@ -688,7 +690,8 @@ def reliability_curve(
     }
 
 
-def _ece(y, p, n_bins, strategy, confidence) -> float:
+def ece_unchecked(y, p, n_bins, strategy, confidence) -> float:
+    """:func:`ece` of checked arrays and settings (no checks)."""
     if not y.size:
         return math.nan
     _, _, conf, acc, count = _binned(y, p, n_bins, strategy, confidence)
@@ -746,9 +749,9 @@ def ece(y, p, n_bins: int = 10, strategy: str = "uniform", confidence: str = "to
     >>> round(ece([1, 0], [0.9, 0.6]), 6)
     0.35
     """
-    y, p = _check_y_p(y, p)
-    _check_bins(n_bins, strategy, confidence)
-    return _ece(y, p, n_bins, strategy, confidence)
+    y, p = check_y_p(y, p)
+    check_bins(n_bins, strategy, confidence)
+    return ece_unchecked(y, p, n_bins, strategy, confidence)
 
 
 def adaptive_ece(y, p, n_bins: int = 10, confidence: str = "top-label") -> float:
@@ -817,8 +820,8 @@ def mce(y, p, n_bins: int = 10, strategy: str = "uniform", confidence: str = "to
     >>> round(mce([1, 0], [0.9, 0.6]), 6)
     0.6
     """
-    y, p = _check_y_p(y, p)
-    _check_bins(n_bins, strategy, confidence)
+    y, p = check_y_p(y, p)
+    check_bins(n_bins, strategy, confidence)
     return _mce(y, p, n_bins, strategy, confidence)
 
 
@@ -827,7 +830,7 @@ def mce(y, p, n_bins: int = 10, strategy: str = "uniform", confidence: str = "to
 # --------------------------------------------------------------------------------------------
 
 
-def _check_bootstrap(B, alpha) -> None:
+def check_bootstrap(B, alpha) -> None:
     if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 1:
         raise ValueError(f"B must be a positive integer, got {B!r}")
     if not isinstance(alpha, (int, float, np.floating)) or not (0 < alpha < 1):
@@ -899,8 +902,8 @@ def bootstrap_ci(
     >>> ci["estimate"], 0 <= ci["low"] <= ci["high"] <= 1, ci["n_valid"]
     (0.75, True, 200)
     """
-    y, p = _check_y_p(y, p)
-    _check_bootstrap(B, alpha)
+    y, p = check_y_p(y, p)
+    check_bootstrap(B, alpha)
     estimate = float(metric_fn(y, p))
     idx = _resample_indices(y.size, B, seed)
     draws = np.empty(B)
@@ -921,7 +924,7 @@ def bootstrap_ci(
 
 
 def _report(y: np.ndarray, p: np.ndarray, threshold: float, n_bins: int, warn: bool) -> dict:
-    c = _counts(y, p > threshold)
+    c = confusion_counts_unchecked(y, p > threshold)
     return {
         "precision": _ratio(c["tp"], c["tp"] + c["fp"]),
         "sensitivity": _ratio(c["tp"], c["tp"] + c["fn"]),
@@ -932,10 +935,10 @@ def _report(y: np.ndarray, p: np.ndarray, threshold: float, n_bins: int, warn: b
         "macro_precision": _macro_precision(c),
         "macro_f1": _macro_f1(c),
         "auc": _auc(y, p, warn=warn, stacklevel=4),
-        "ece": _ece(y, p, n_bins, "uniform", "top-label"),
-        "adaptive_ece": _ece(y, p, n_bins, "quantile", "top-label"),
+        "ece": ece_unchecked(y, p, n_bins, "uniform", "top-label"),
+        "adaptive_ece": ece_unchecked(y, p, n_bins, "quantile", "top-label"),
         "mce": _mce(y, p, n_bins, "uniform", "top-label"),
-        "brier": _brier(y, p),
+        "brier": brier_unchecked(y, p),
         "nll": _nll(y, p),
         "n": int(y.size),
         "n_melanoma": int(np.count_nonzero(y == 1)),
@@ -996,14 +999,14 @@ def classification_report(
     >>> r["accuracy"], r["auc"], r["n"], r["fn"]
     (0.5, 0.75, 4, 1)
     """
-    y, p = _check_y_p(y, p)
-    threshold = _check_threshold(threshold)
-    _check_bins(n_bins, "uniform", "top-label")
+    y, p = check_y_p(y, p)
+    threshold = check_threshold(threshold)
+    check_bins(n_bins, "uniform", "top-label")
     out = _report(y, p, threshold, n_bins, warn=True)
     out["threshold"] = threshold
     out["n_bins"] = int(n_bins)
     if ci:
-        _check_bootstrap(B, alpha)
+        check_bootstrap(B, alpha)
         idx = _resample_indices(y.size, B, seed)
         draws = {k: np.empty(B) for k in REPORT_METRICS}
         with warnings.catch_warnings():

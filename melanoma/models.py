@@ -53,8 +53,8 @@ from torch import nn
 from .home import sources
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
-WEIGHTS = ("none", "imagenet")
-FREEZE = ("conv", "backbone", "none")
+WEIGHTS = ("imagenet", "none")      # ImageNet weights or a random initialisation
+FREEZE = ("conv", "backbone", "none")  # what stays frozen (see above)
 MODELS_YAML = sources() / "params" / "models.yaml"
 DOWNLOAD_TIMEOUT_S = 10.0  # per blocking network operation (DNS, connect, read) of a download
 OFFLINE_ENV = "MELANOMA_OFFLINE"  # "1": never try to download weights

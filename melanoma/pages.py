@@ -58,8 +58,8 @@ class Pages:
         self.runs = pd.read_parquet(self.grid.results / "runs.parquet")
         self._t1, self.chosen, self._t1_flagged = book.table1(self.grid, self.summary)
         self.run = book.featured_run(self.grid, self.chosen)
-        self.rej = book._rej(self.grid, self.run) if self.run else {}
-        self.blocks = book._blocks(self.rej)
+        self.rej = book.read_rejection(self.grid, self.run) if self.run else {}
+        self.blocks = book.rejection_blocks(self.rej)
         self._note = "\n_All numbers: SYNTHETIC data._\n" if self.grid.is_synthetic else ""
 
     # -- every page
@@ -85,17 +85,17 @@ class Pages:
         show(book.eval_sources_table(self.rej))
 
     def table1(self) -> None:
-        md = book._md_table(self._t1) if len(self._t1) else "_No unflagged results._\n"
+        md = book.md_table(self._t1) if len(self._t1) else "_No unflagged results._\n"
         if len(self._t1_flagged):
             md += ("\n**Flagged results, not ranked** (their after-rejection numbers describe a degenerate "
-                   "rejection; the flag says why):\n\n" + book._md_table(self._t1_flagged))
+                   "rejection; the flag says why):\n\n" + book.md_table(self._t1_flagged))
         else:
             md += "\nNo rejection result of this grid is flagged.\n"
         show(md + self._note)
 
     def table3(self) -> None:
         t3 = book.table3(self.summary, self.chosen)
-        show((book._md_table(t3) if len(t3) else "_No results._\n") + self._note)
+        show((book.md_table(t3) if len(t3) else "_No results._\n") + self._note)
 
     def table2(self) -> None:
         show(book.table2(self.summary) + self._note)

@@ -15,8 +15,6 @@ from typing import Any
 
 import yaml
 
-FREEZE = ("conv", "backbone", "none")
-WEIGHTS = ("imagenet", "none")
 SELECT = ("val_loss", "val_accuracy", "val_auc")
 LEAKAGE = ("drop", "keep")
 LOADERS = ("dataloader", "resident")
@@ -124,12 +122,11 @@ class TrainParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "TrainParams") -> "TrainParams":
+        """Validated parameters from a mapping (:meth:`validate`): unknown keys are errors."""
         if not isinstance(d, dict):
             raise ParamError(f"{where}: expected a mapping of parameters, got {type(d).__name__}")
         unknown_keys(where, d, {f.name for f in dataclasses.fields(cls)}, noun="field")
-        p = cls(**d)
-        p.validate()
-        return p
+        return cls(**d).validate()
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainParams":
@@ -141,9 +138,53 @@ class TrainParams:
     def _bad(self, name: str, msg: str):
         raise ParamError(f"TrainParams.{name}: {msg}, got {getattr(self, name)!r}")
 
-    def validate(self) -> "TrainParams":
-        from .datasets import get, parse_combo
-        from .models import available_models
+    def validate(self, *, require_work: bool = True) -> "TrainParams":
+        """Check every field (a :class:`ParamError` names the bad one) and return a normalised
+        copy: ``eval_sets`` as a list of short names, ``reg_grid`` as a list. ``self`` is left as
+        it is. ``require_work=False`` skips the check that the work folder exists (a grid expanded
+        before ingest)."""
+        out = dataclasses.replace(self, eval_sets=self._eval_sets(), reg_grid=self._reg_grid())
+        out._check_choices()
+        out._check_numbers()
+        out._check_paths()
+        if require_work:
+            if not Path(out.work).is_dir():
+                raise ParamError(f"TrainParams.work: work folder {out.work!r} does not exist; run "
+                                 "`melanoma ingest` first (or `melanoma demo`)")
+            out._valid_as = out.to_dict()  # see checked()
+        return out
+
+    def checked(self) -> "TrainParams":
+        """``self`` when it is what :meth:`validate` returned and unchanged since, else
+        :meth:`validate`'s copy: the training entry points call it, so parameters validated at
+        the edge (``from_dict``, ``from_yaml``, the grid) are not validated again."""
+        return self if self.__dict__.get("_valid_as") == self.to_dict() else self.validate()
+
+    def _eval_sets(self) -> list[str]:
+        from .datasets import get
+
+        evals = self.eval_sets
+        if isinstance(evals, str):
+            evals = [s.strip() for s in evals.replace("+", ",").split(",") if s.strip()]
+        if not isinstance(evals, (list, tuple)) or not evals:
+            self._bad("eval_sets", "needs at least one evaluation set (e.g. ISIC2017 or B); its val "
+                      "split picks the rejection threshold and its test split is scored")
+        try:
+            return list(dict.fromkeys(get(str(e)).short for e in evals))
+        except KeyError as e:
+            raise ParamError(f"TrainParams.eval_sets: {e.args[0]}") from None
+
+    def _reg_grid(self) -> list | None:
+        reg = [self.reg_grid] if isinstance(self.reg_grid, (int, float)) else self.reg_grid
+        if reg is not None and (not isinstance(reg, list) or not reg
+                                or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0
+                                           for c in reg)):
+            self._bad("reg_grid", "must be a non-empty list of positive numbers (candidates for C)")
+        return reg
+
+    def _check_choices(self) -> None:
+        from .datasets import parse_combo
+        from .models import FREEZE, WEIGHTS, available_models
 
         if self.model not in available_models():
             self._bad("model", f"unknown model{did_you_mean(self.model, available_models())}; "
@@ -152,20 +193,13 @@ class TrainParams:
             parse_combo(self.train)
         except (KeyError, ValueError) as e:
             raise ParamError(f"TrainParams.train: {e}") from None
-        if isinstance(self.eval_sets, str):
-            self.eval_sets = [s.strip() for s in self.eval_sets.replace("+", ",").split(",") if s.strip()]
-        if not isinstance(self.eval_sets, (list, tuple)) or not self.eval_sets:
-            self._bad("eval_sets", "needs at least one evaluation set (e.g. ISIC2017 or B); its val "
-                      "split picks the rejection threshold and its test split is scored")
-        try:
-            self.eval_sets = list(dict.fromkeys(get(str(e)).short for e in self.eval_sets))
-        except KeyError as e:
-            raise ParamError(f"TrainParams.eval_sets: {e.args[0]}") from None
         for name, choices in (("weights", WEIGHTS), ("freeze", FREEZE), ("select", SELECT),
                               ("leakage", LEAKAGE), ("feature_dtype", ("float16", "float32")),
                               ("loader", LOADERS)):
             if getattr(self, name) not in choices:
                 self._bad(name, f"must be one of {choices}")
+
+    def _check_numbers(self) -> None:
         for name in ("image_size", "batch_size", "step_size", "cache_size"):
             v = getattr(self, name)
             if not _is_int(v) or v <= 0:
@@ -179,12 +213,9 @@ class TrainParams:
             self._bad("resize", f"must be an integer >= image_size ({self.image_size}), or null")
         if self.epochs is not None and (not _is_int(self.epochs) or self.epochs <= 0):
             self._bad("epochs", "must be a positive integer (or null for the paper's schedule)")
-        if not _is_int(self.views) or self.views < 0:
-            self._bad("views", "must be an integer >= 0")
-        if not (_is_int(self.workers) and self.workers >= 0):
-            self._bad("workers", "must be an integer >= 0")
-        if not _is_int(self.seed) or self.seed < 0:
-            self._bad("seed", "must be an integer >= 0")
+        for name in ("views", "workers", "seed"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+                self._bad(name, "must be an integer >= 0")
         for name in ("augment", "oversample"):
             if not isinstance(getattr(self, name), bool):
                 self._bad(name, "must be true or false")
@@ -194,12 +225,14 @@ class TrainParams:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
                 self._bad(name, "must be a number")
-        for name in ("work", "model", "train", "out", "device"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                self._bad(name, "must be a non-empty string")
         if not (self.lr > 0 and 0 <= self.momentum < 1 and 0 < self.gamma <= 1):
             raise ParamError(f"TrainParams: need lr > 0, 0 <= momentum < 1, 0 < gamma <= 1; got "
                              f"lr={self.lr}, momentum={self.momentum}, gamma={self.gamma}")
+
+    def _check_paths(self) -> None:
+        for name in ("work", "model", "train", "out", "device"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                self._bad(name, "must be a non-empty string")
         if self.fast and self.freeze != "backbone":
             self._bad("fast", "the feature-cache path needs freeze='backbone' (a frozen backbone)")
         if self.solver is not None and self.solver not in SOLVERS:
@@ -207,17 +240,6 @@ class TrainParams:
         if self.solver == "lbfgs" and not self.use_fast:
             self._bad("solver", "lbfgs fits a linear probe on cached features: it needs the fast path "
                                 "(freeze: backbone); the network-in-the-loop path trains with sgd")
-        if self.reg_grid is not None:
-            if isinstance(self.reg_grid, (int, float)):
-                self.reg_grid = [self.reg_grid]
-            if (not isinstance(self.reg_grid, list) or not self.reg_grid
-                    or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0
-                               for c in self.reg_grid)):
-                self._bad("reg_grid", "must be a non-empty list of positive numbers (candidates for C)")
-        if not Path(self.work).is_dir():
-            raise ParamError(f"TrainParams.work: work folder {self.work!r} does not exist; run "
-                             "`melanoma ingest` first (or `melanoma demo`)")
-        return self
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -242,6 +264,36 @@ class TrainParams:
     @property
     def eval_resize(self) -> int:
         return self.resize or round(self.image_size * 256 / 224)
+
+
+#: The fields in which runs trained in one job may differ (the grid's ``group:``); they share the rest.
+PER_RUN_FIELDS = ("train", "out", "epochs")
+
+
+def can_share_a_job(p: TrainParams) -> bool:
+    """A run that may train in a job with others: the fast path (runs one after another) or the
+    resident loop path (runs sharing each forward pass)."""
+    return p.use_fast or p.loader == "resident"
+
+
+def job_key(p: TrainParams) -> str:
+    """What runs trained in one job must share: every field but :data:`PER_RUN_FIELDS`."""
+    return repr(sorted((k, v) for k, v in p.to_dict().items() if k not in PER_RUN_FIELDS))
+
+
+def check_together(ps: list[TrainParams]) -> None:
+    """Refuse runs that cannot train in one job (the one definition; :func:`melanoma.grid.groups`
+    packs jobs by it): several runs must each :func:`can_share_a_job`, have one :func:`job_key`
+    (the error names the first field in which they differ) and distinct run directories."""
+    if len(ps) > 1 and not all(can_share_a_job(p) for p in ps):
+        raise ValueError("loop-path runs trained together need loader='resident'")
+    for f in dataclasses.fields(TrainParams):
+        vals = {repr(getattr(p, f.name)) for p in ps}
+        if f.name not in PER_RUN_FIELDS and len(vals) > 1:
+            raise ValueError(f"runs trained together must share {f.name!r}; got {sorted(vals)}")
+    outs = [str(Path(p.out).resolve()) for p in ps]
+    if len(set(outs)) < len(outs):
+        raise ValueError("runs trained together need distinct run directories")
 
 
 def _is_int(v) -> bool:

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from melanoma.metrics import _check_threshold, _check_y_p
+from melanoma.metrics import check_threshold, check_y_p
 from melanoma.uncertainty import entropy
 
 __all__ = [
@@ -444,8 +444,8 @@ def entropy_histogram(
     >>> len(fig.axes[0].patches)
     20
     """
-    y, p = _check_y_p(y, p)
-    decision_threshold = _check_threshold(decision_threshold)
+    y, p = check_y_p(y, p)
+    decision_threshold = check_threshold(decision_threshold)
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
         raise ValueError(f"bins must be a positive integer, got {bins!r}")
     H = entropy(p, base=base)

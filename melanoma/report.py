@@ -86,19 +86,7 @@ def run_rows(grid: Grid, rid: str, run_dir: Path) -> list[dict]:
         return []
     run, rej = read_json(run_f), read_json(rej_f)
     met = read_json(met_f) if met_f.is_file() else {}
-    datasets = run.get("datasets") or parse_combo(run["train"])
-    params = read_yaml(run_dir / "params.yaml") if (run_dir / "params.yaml").is_file() else {}
-    leak = params.get("leakage", "drop") if isinstance(params, dict) else "drop"
-    probe = run.get("probe") or {}
-    base = {"grid": grid.name, "run_id": rid, "model": run["model"], "train": combo_label(datasets),
-            "train_datasets": "+".join(datasets), "n_datasets": len(datasets),
-            "synthetic": bool(run.get("synthetic", False)), "freeze": run.get("trainable", {}).get("freeze", ""),
-            "best_epoch": run.get("best_epoch"), "leakage": leak,
-            "twin_of": rid[: -len(KEEP_SUFFIX)] if rid.endswith(KEEP_SUFFIX) else "",
-            "solver": probe.get("solver", "sgd"), "probe_C": _num(probe.get("C")),
-            "probe_C_at_edge": bool(probe.get("at_edge", False)),
-            "rejection_mode": rej.get("mode", ""), "rejection_primary": rej.get("primary", "raw"),
-            "rejection_method": rej.get("method", "entropy")}
+    base = _run_columns(grid, rid, run_dir, run, rej)
     rows = []
     rej_sets, met_sets = rej.get("eval_sets") or {}, met.get("eval_sets") or {}
     for es in list(dict.fromkeys(list(rej_sets) + list(met_sets))):
@@ -107,7 +95,7 @@ def run_rows(grid: Grid, rid: str, run_dir: Path) -> list[dict]:
         codes, text = _flags(block)
         note = text
         if block.get("skipped") or not block:
-            # no threshold (e.g. a weak model whose validation entropies all exceed the grid):
+            # no threshold (e.g. a weak model whose validation entropies all exceed the candidates):
             # the metrics before rejection still come from metrics.json; "after" stays undefined
             if not isinstance(mblock, dict) or not mblock.get("test") or mblock.get("skipped"):
                 continue
@@ -117,82 +105,111 @@ def run_rows(grid: Grid, rid: str, run_dir: Path) -> list[dict]:
         common = dict(base, eval_set=es, eval_name=get(es).name, rejection_note=note, flags=codes,
                       flag_text=text or note, flagged=bool(codes),
                       val_source=block.get("val_source", ""), test_source=block.get("test_source", ""))
-        for phase in ("before", "after"):
-            b = block.get(phase) or {}
-            row = dict(common, phase=phase)
-            for m in METRICS:
-                row[m] = _num(b.get(m))
-                ci = (b.get("ci") or {}).get(m) or {}
-                row[f"{m}_low"], row[f"{m}_high"] = _num(ci.get("low")), _num(ci.get("high"))
-            for c in COUNTS:
-                row[c] = _num(b.get(c))
-            row["threshold"] = _num(block.get("threshold"))
-            row["fraction"] = _num(block.get("fraction"))
-            row["coverage"] = 1.0 if phase == "before" else _num(block.get("coverage", float("nan")))
-            row["test_coverage"] = _num(block.get("coverage", float("nan")))
-            row["n_retained"] = row["n"]
-            ref = _referral_before(b) if phase == "before" else (block.get("referral") or {})
-            for k in REFERRAL:
-                row[k] = _num(ref.get(k))
-            for k in ("fp_prevented", "fn_prevented", "fn_reduction_pct", "fp_reduction_pct",
-                      "misdiagnoses_prevented", "min_coverage"):
-                row[k] = _num(block.get(k))
-            for k in ("aurc", "eaurc"):
-                v = block.get(k)
-                row[k] = _num(v.get("estimate") if isinstance(v, dict) else v)
-                if isinstance(v, dict):
-                    row[f"{k}_low"], row[f"{k}_high"] = _num(v.get("low")), _num(v.get("high"))
-            row["val_coverage"] = _num((block.get("val_search") or {}).get("coverage", block.get("val_coverage")))
-            temp = (mblock.get("temperature") or {}) if isinstance(mblock, dict) else {}
-            row["temperature"] = _num(temp.get("T") if isinstance(temp, dict) else temp)
-            rows.append(row)
-        for name, m in (block.get("methods") or {}).items():
-            if name == "curves":
-                continue
-            row = dict(common, phase=f"method_{name}", rejection_method=name, flags="", flag_text="",
-                       flagged=False, rejection_note="")
-            for k in METHOD_STATS:
-                row[k] = _num(m.get(k))
-                ci = (m.get("ci") or {}).get(k) or {}
-                row[f"{k}_low"], row[f"{k}_high"] = _num(ci.get("low")), _num(ci.get("high"))
-            row["test_coverage"] = row["coverage"]
-            row["n"], row["n_retained"] = _num(m.get("n")), _num(m.get("n_retained"))
-            for k in ("n_melanoma", "melanoma_missed", "melanoma_referred", "benign_referred", "n_benign"):
-                row[k] = _num(m.get(k))
-            row["promise_kept"] = {True: "yes", False: "no"}.get(m.get("kept"), "")
-            row["exchangeable"] = bool(m.get("exchangeable", True))
-            if name == "conformal":
-                row["conformal_alpha"] = _num(m.get("alpha"))
-                for c in ("melanoma", "benign"):
-                    cc = (m.get("class_coverage") or {}).get(c) or {}
-                    row[f"class_coverage_{c}"] = _num(cc.get("observed"))
-                    row[f"class_coverage_{c}_slack"] = _num(cc.get("slack"))
-            if name == "sgr":
-                row["risk_target"], row["risk_bound"] = _num(m.get("target")), _num(m.get("bound"))
-                row["threshold"], row["sgr_met"] = _num(m.get("threshold")), bool(m.get("met"))
-                row["test_risk"] = _num(m.get("test_risk"))
-            if name == "entropy":
-                row["threshold"] = _num(m.get("threshold"))
-            rows.append(row)
+        rows += [_phase_row(common, phase, block, mblock) for phase in ("before", "after")]
+        rows += [_method_row(common, name, m) for name, m in (block.get("methods") or {}).items()
+                 if name != "curves"]
         other = "temperature" if rej.get("primary", "raw") == "raw" else "raw"
         v = (block.get("variants") or {}).get(other)
         if v:
-            vcodes, vtext = _flags(v)
-            row = dict(common, phase=f"after_{other}", flags=vcodes or ("skipped" if "skipped" in v else ""),
-                       flag_text=vtext or v.get("skipped", ""), flagged=bool(vcodes) or "skipped" in v,
-                       rejection_note=vtext or v.get("skipped", ""))
-            after = v.get("after") or {}
-            for m in VARIANT_METRICS:
-                row[m] = _num(after.get(m))
-            row["threshold"], row["fraction"] = _num(v.get("threshold")), _num(v.get("fraction"))
-            row["coverage"] = row["test_coverage"] = _num(v.get("coverage"))
-            row["val_coverage"] = _num(v.get("val_coverage"))
-            row["n"], row["n_retained"] = _num(v.get("n_retained")), _num(v.get("n_retained"))
-            for k in REFERRAL:
-                row[k] = _num((v.get("referral") or {}).get(k))
-            row["temperature"] = _num(((block.get("temperature") or {}).get("T")))
-            rows.append(row)
+            rows.append(_variant_row(common, other, v, block))
     return rows
+
+
+def _run_columns(grid: Grid, rid: str, run_dir: Path, run: dict, rej: dict) -> dict:
+    """The columns every row of a run shares: what was trained how, and the rejection rule."""
+    datasets = run.get("datasets") or parse_combo(run["train"])
+    params = read_yaml(run_dir / "params.yaml") if (run_dir / "params.yaml").is_file() else {}
+    leak = params.get("leakage", "drop") if isinstance(params, dict) else "drop"
+    probe = run.get("probe") or {}
+    return {"grid": grid.name, "run_id": rid, "model": run["model"], "train": combo_label(datasets),
+            "train_datasets": "+".join(datasets), "n_datasets": len(datasets),
+            "synthetic": bool(run.get("synthetic", False)), "freeze": run.get("trainable", {}).get("freeze", ""),
+            "best_epoch": run.get("best_epoch"), "leakage": leak,
+            "twin_of": rid[: -len(KEEP_SUFFIX)] if rid.endswith(KEEP_SUFFIX) else "",
+            "solver": probe.get("solver", "sgd"), "probe_C": _num(probe.get("C")),
+            "probe_C_at_edge": bool(probe.get("at_edge", False)),
+            "rejection_mode": rej.get("mode", ""), "rejection_primary": rej.get("primary", "raw"),
+            "rejection_method": rej.get("method", "entropy")}
+
+
+def _phase_row(common: dict, phase: str, block: dict, mblock) -> dict:
+    """The ``before`` or ``after`` row of an evaluation set: metrics with CIs, counts, referral."""
+    b = block.get(phase) or {}
+    row = dict(common, phase=phase)
+    for m in METRICS:
+        row[m] = _num(b.get(m))
+        ci = (b.get("ci") or {}).get(m) or {}
+        row[f"{m}_low"], row[f"{m}_high"] = _num(ci.get("low")), _num(ci.get("high"))
+    for c in COUNTS:
+        row[c] = _num(b.get(c))
+    row["threshold"] = _num(block.get("threshold"))
+    row["fraction"] = _num(block.get("fraction"))
+    row["coverage"] = 1.0 if phase == "before" else _num(block.get("coverage", float("nan")))
+    row["test_coverage"] = _num(block.get("coverage", float("nan")))
+    row["n_retained"] = row["n"]
+    ref = _referral_before(b) if phase == "before" else (block.get("referral") or {})
+    for k in REFERRAL:
+        row[k] = _num(ref.get(k))
+    for k in ("fp_prevented", "fn_prevented", "fn_reduction_pct", "fp_reduction_pct",
+              "misdiagnoses_prevented", "min_coverage"):
+        row[k] = _num(block.get(k))
+    for k in ("aurc", "eaurc"):
+        v = block.get(k)
+        row[k] = _num(v.get("estimate") if isinstance(v, dict) else v)
+        if isinstance(v, dict):
+            row[f"{k}_low"], row[f"{k}_high"] = _num(v.get("low")), _num(v.get("high"))
+    row["val_coverage"] = _num((block.get("val_search") or {}).get("coverage", block.get("val_coverage")))
+    temp = (mblock.get("temperature") or {}) if isinstance(mblock, dict) else {}
+    row["temperature"] = _num(temp.get("T") if isinstance(temp, dict) else temp)
+    return row
+
+
+def _method_row(common: dict, name: str, m: dict) -> dict:
+    """The ``method_<name>`` row: one rejection rule's promise, coverage and referrals."""
+    row = dict(common, phase=f"method_{name}", rejection_method=name, flags="", flag_text="",
+               flagged=False, rejection_note="")
+    for k in METHOD_STATS:
+        row[k] = _num(m.get(k))
+        ci = (m.get("ci") or {}).get(k) or {}
+        row[f"{k}_low"], row[f"{k}_high"] = _num(ci.get("low")), _num(ci.get("high"))
+    row["test_coverage"] = row["coverage"]
+    row["n"], row["n_retained"] = _num(m.get("n")), _num(m.get("n_retained"))
+    for k in ("n_melanoma", "melanoma_missed", "melanoma_referred", "benign_referred", "n_benign"):
+        row[k] = _num(m.get(k))
+    row["promise_kept"] = {True: "yes", False: "no"}.get(m.get("kept"), "")
+    row["exchangeable"] = bool(m.get("exchangeable", True))
+    if name == "conformal":
+        row["conformal_alpha"] = _num(m.get("alpha"))
+        for c in ("melanoma", "benign"):
+            cc = (m.get("class_coverage") or {}).get(c) or {}
+            row[f"class_coverage_{c}"] = _num(cc.get("observed"))
+            row[f"class_coverage_{c}_slack"] = _num(cc.get("slack"))
+    if name == "sgr":
+        row["risk_target"], row["risk_bound"] = _num(m.get("target")), _num(m.get("bound"))
+        row["threshold"], row["sgr_met"] = _num(m.get("threshold")), bool(m.get("met"))
+        row["test_risk"] = _num(m.get("test_risk"))
+    if name == "entropy":
+        row["threshold"] = _num(m.get("threshold"))
+    return row
+
+
+def _variant_row(common: dict, other: str, v: dict, block: dict) -> dict:
+    """The ``after_<other>`` row: the primary rule on the other probabilities (raw or temperature)."""
+    vcodes, vtext = _flags(v)
+    row = dict(common, phase=f"after_{other}", flags=vcodes or ("skipped" if "skipped" in v else ""),
+               flag_text=vtext or v.get("skipped", ""), flagged=bool(vcodes) or "skipped" in v,
+               rejection_note=vtext or v.get("skipped", ""))
+    after = v.get("after") or {}
+    for m in VARIANT_METRICS:
+        row[m] = _num(after.get(m))
+    row["threshold"], row["fraction"] = _num(v.get("threshold")), _num(v.get("fraction"))
+    row["coverage"] = row["test_coverage"] = _num(v.get("coverage"))
+    row["val_coverage"] = _num(v.get("val_coverage"))
+    row["n"], row["n_retained"] = _num(v.get("n_retained")), _num(v.get("n_retained"))
+    for k in REFERRAL:
+        row[k] = _num((v.get("referral") or {}).get(k))
+    row["temperature"] = _num(((block.get("temperature") or {}).get("T")))
+    return row
 
 
 def submission(grid: Grid, rid: str, run_dir: Path) -> pd.DataFrame | None:

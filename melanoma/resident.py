@@ -19,7 +19,7 @@ on the GPU when it has one — and augments whole batches there:
 
 Parameters are drawn the way torchvision draws them (per image, ten tries for the crop, then the
 centre-crop fallback) from an explicit ``torch.Generator``, so a run's augmentation depends on its
-own seed only — not on what else shares the device (see :mod:`melanoma.group`).
+own seed only — not on what else shares the device (see :mod:`melanoma.sharedpass`).
 
 Differences from torchvision's per-image pipeline, by design (``tests/test_resident.py`` pins the
 rest to torchvision's own functional ops): one bilinear resampling instead of two (crop-resize,

@@ -21,16 +21,16 @@ import numpy as np
 
 from melanoma.metrics import (
     MetricUndefinedWarning,
-    _check_bootstrap,
-    _check_p,
-    _check_threshold,
-    _check_y,
-    _check_y_p,
-    _counts,
-    _ece,
-    _brier,
-    _check_bins,
+    brier_unchecked,
+    check_bins,
+    check_bootstrap,
+    check_p,
+    check_threshold,
+    check_y,
+    check_y_p,
     classification_report,
+    confusion_counts_unchecked,
+    ece_unchecked,
 )
 
 __all__ = [
@@ -121,7 +121,7 @@ def entropy(p, base: float = 2):
         raise TypeError(f"p must hold numeric probabilities, got dtype {arr.dtype}")
     arr = np.atleast_1d(arr).astype(np.float64)
     if arr.ndim == 1:
-        arr = _check_p(arr)
+        arr = check_p(arr)
         P = np.stack([1.0 - arr, arr], axis=1)
     elif arr.ndim == 2:
         if not np.all(np.isfinite(arr)):
@@ -324,9 +324,9 @@ def triage_labels(p, retained, threshold: float = 0.5) -> np.ndarray:
     >>> triage_labels([0.9, 0.1, 0.5], [True, True, False]).tolist()
     ['Melanoma', 'Non-Melanoma', 'Uncertain']
     """
-    p = _check_p(p)
+    p = check_p(p)
     retained = _check_mask(retained, p.size)
-    lab = np.where(p > _check_threshold(threshold), "Melanoma", "Non-Melanoma").astype(object)
+    lab = np.where(p > check_threshold(threshold), "Melanoma", "Non-Melanoma").astype(object)
     lab[~retained] = UNCERTAIN
     return lab
 
@@ -428,11 +428,11 @@ def search_threshold(
     >>> r["fraction"], round(r["threshold"], 4), r["coverage"]
     (0.4, 0.469, 0.6)
     """
-    y, p = _check_y_p(y_val, p_val)
+    y, p = check_y_p(y_val, p_val)
     mode = _check_mode(mode)
     base = _check_base(base)
-    _check_bins(n_bins, "uniform", "top-label")
-    decision_threshold = _check_threshold(decision_threshold)
+    check_bins(n_bins, "uniform", "top-label")
+    decision_threshold = check_threshold(decision_threshold)
     if isinstance(min_retained, bool) or not isinstance(min_retained, (int, np.integer)) or min_retained < 1:
         raise ValueError(f"min_retained must be a positive integer, got {min_retained!r}")
     if not isinstance(min_coverage, (int, float, np.integer, np.floating)) or not (0 <= min_coverage <= 1):
@@ -457,10 +457,10 @@ def search_threshold(
         n_ret[j] = yk.size
         rows["coverage"][j] = yk.size / n if n else math.nan
         if yk.size:
-            c = _counts(yk, pk > decision_threshold)
+            c = confusion_counts_unchecked(yk, pk > decision_threshold)
             rows["accuracy"][j] = (c["tp"] + c["tn"]) / yk.size
-            rows["ece"][j] = _ece(yk, pk, n_bins, "uniform", "top-label")
-            rows["brier"][j] = _brier(yk, pk)
+            rows["ece"][j] = ece_unchecked(yk, pk, n_bins, "uniform", "top-label")
+            rows["brier"][j] = brier_unchecked(yk, pk)
         if yk.size >= min_retained and yk.size >= min_coverage * n - 1e-9:
             rows["objective"][j] = 0.5 * (rows["ece"][j] + rows["brier"][j])
     fractions = grid.copy() if mode == "relative" else np.full(grid.size, np.nan)
@@ -564,7 +564,7 @@ def rejection_report(
     >>> r["coverage"], r["fn_before"], r["fn_prevented"], r["fp_prevented"], r["fn_reduction_pct"]
     (0.5, 1, 1, 1, 100.0)
     """
-    y, p = _check_y_p(y_test, p_test)
+    y, p = check_y_p(y_test, p_test)
     mode = _check_mode(mode)
     keep = retained_mask(p, threshold, mode=mode, base=base)
     return {**report_for_mask(y, p, keep, decision_threshold=decision_threshold, n_bins=n_bins, ci=ci, B=B,
@@ -584,11 +584,11 @@ def report_for_mask(y, p, keep, *, decision_threshold: float = 0.5, n_bins: int 
     >>> r["coverage"], r["fn_prevented"], r["referral"]["melanoma_referred"]
     (0.5, 1, 1)
     """
-    y, p = _check_y_p(y, p)
+    y, p = check_y_p(y, p)
     keep = _check_mask(np.asarray(keep), p.size)
-    decision_threshold = _check_threshold(decision_threshold)
+    decision_threshold = check_threshold(decision_threshold)
     if ci:
-        _check_bootstrap(B, alpha)
+        check_bootstrap(B, alpha)
     kw = dict(threshold=decision_threshold, n_bins=n_bins, ci=ci, B=B, alpha=alpha, seed=seed)
     before = classification_report(y, p, **kw)
     if keep.any():
@@ -597,7 +597,7 @@ def report_for_mask(y, p, keep, *, decision_threshold: float = 0.5, n_bins: int 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MetricUndefinedWarning)
             after = classification_report(y[keep], p[keep], **kw)
-    rej = _counts(y[~keep], p[~keep] > decision_threshold)
+    rej = confusion_counts_unchecked(y[~keep], p[~keep] > decision_threshold)
     n = int(y.size)
     n_ret = int(keep.sum())
     return {
@@ -662,9 +662,9 @@ def referral_counts(y, p, retained, decision_threshold: float = 0.5) -> dict:
     >>> r["melanoma_caught"], r["melanoma_missed"], r["melanoma_referred"], r["benign_false_alarm"]
     (1, 1, 1, 1)
     """
-    y, p = _check_y_p(y, p)
+    y, p = check_y_p(y, p)
     keep = _check_mask(np.asarray(retained), p.size)
-    pos = p > _check_threshold(decision_threshold)
+    pos = p > check_threshold(decision_threshold)
     mel, ben = y == 1, y == 0
     n_mel, n_ben = int(mel.sum()), int(ben.sum())
     caught, missed = int((mel & keep & pos).sum()), int((mel & keep & ~pos).sum())
@@ -720,8 +720,8 @@ def accuracy_rejection_curve(
     >>> c["accuracy"].round(3).tolist(), c["coverage"].round(3).tolist()
     ([1.0, 0.667], [0.333, 1.0])
     """
-    y, p = _check_y_p(y, p)
-    decision_threshold = _check_threshold(decision_threshold)
+    y, p = check_y_p(y, p)
+    decision_threshold = check_threshold(decision_threshold)
     t = np.round(np.linspace(0, 1, 101), 10) if thresholds is None else np.asarray(thresholds, dtype=float)
     if t.ndim != 1 or not np.all(np.isfinite(t)) or (t.size and t.min() < 0):
         raise ValueError("thresholds must be a 1-D array of finite numbers >= 0")
@@ -737,8 +737,8 @@ def accuracy_rejection_curve(
 
 
 def _sorted_errors(y, p, base, decision_threshold):
-    y, p = _check_y_p(y, p)
-    decision_threshold = _check_threshold(decision_threshold)
+    y, p = check_y_p(y, p)
+    decision_threshold = check_threshold(decision_threshold)
     H = entropy(p, base=base)
     err = ((p > decision_threshold) != (y == 1)).astype(np.float64)
     order = np.argsort(H, kind="stable")
@@ -915,8 +915,8 @@ def selective_risk_at(y, p, coverages, *, base: float = 2, decision_threshold: f
     >>> r["risk"].tolist(), r["n_retained"].tolist()
     ([0.0, 0.25], [2, 4])
     """
-    y, p = _check_y_p(y, p)
-    decision_threshold = _check_threshold(decision_threshold)
+    y, p = check_y_p(y, p)
+    decision_threshold = check_threshold(decision_threshold)
     cov = np.atleast_1d(np.asarray(coverages, dtype=np.float64))
     if cov.ndim != 1 or not np.all(np.isfinite(cov)) or (cov.size and (cov.min() < 0 or cov.max() > 1)):
         raise ValueError("coverages must be numbers in [0, 1]")
@@ -1001,7 +1001,7 @@ def fit_temperature(y_val, logits_val, bounds: tuple[float, float] = (0.05, 20.0
     2.0
     """
     z = _check_logits(logits_val)
-    y = _check_y(y_val)
+    y = check_y(y_val)
     if len(y) != z.shape[0]:
         raise ValueError(f"y_val and logits_val have different lengths: {len(y)} != {z.shape[0]}")
     if y.size == 0:

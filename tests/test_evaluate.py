@@ -16,6 +16,7 @@ from melanoma.io import write_json
 from melanoma.uncertainty import entropy
 
 from .conftest import logit_scores, prediction_rows
+from .runs import make_run
 
 B = 30  # bootstrap resamples: small, the tests check structure and counts, not interval widths
 CONTRACT = ("precision", "sensitivity", "specificity", "f1", "accuracy", "auc", "ece", "brier")
@@ -23,34 +24,6 @@ CONTRACT = ("precision", "sensitivity", "specificity", "f1", "accuracy", "auc", 
 
 _rows = prediction_rows
 _scores = logit_scores
-
-
-def make_run(path, seed=0, synthetic=True):
-    """A run directory with four evaluation sets:
-
-    isic2017  val 80 / test 120 (+7 unlabelled test rows), both classes
-    isic2018  val 60 / test 90, both classes
-    ph2       val one-class (all non-melanoma), test both classes   -> reported skip in rejection
-    isic2020  no val rows, test rows unlabelled only                 -> reported skip everywhere
-    """
-    rng = np.random.default_rng(seed)
-    parts = []
-    for es, n_val, n_test in (("isic2017", 80, 120), ("isic2018", 60, 90)):
-        for split, n in (("val", n_val), ("test", n_test)):
-            y = (rng.random(n) < 0.3).astype(int)
-            parts.append(_rows(es, split, y, _scores(rng, y)))
-    parts.append(_rows("isic2017", "test", -np.ones(7, int), rng.normal(0, 2, 7)))
-    parts.append(_rows("ph2", "val", np.zeros(20, int), rng.normal(-3, 2, 20)))
-    y = (rng.random(40) < 0.4).astype(int)
-    parts.append(_rows("ph2", "test", y, _scores(rng, y)))
-    parts.append(_rows("isic2020", "test", -np.ones(30, int), rng.normal(0, 2, 30)))
-    pred = pd.concat(parts, ignore_index=True)
-    path.mkdir(parents=True, exist_ok=True)
-    pred.to_parquet(path / "predictions.parquet", index=False)
-    write_json(path / "run.json", {"run_id": "handmade", "model": "toy", "train": "B", "synthetic": synthetic,
-                                   "eval_sets": ["isic2017", "isic2018", "ph2", "isic2020"]})
-    (path / "params.yaml").write_text("model: toy\n")
-    return path
 
 
 @pytest.fixture
@@ -293,14 +266,14 @@ def test_no_candidate_retains_anything_is_a_skip(run_dir):
 ])
 def test_parse_grid_errors(text, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        evaluate.parse_grid(text)
+        evaluate.parse_thresholds(text)
 
 
 def test_parse_grid_values():
-    g = evaluate.parse_grid("0:0.2:0.01")
+    g = evaluate.parse_thresholds("0:0.2:0.01")
     assert g.size == 21 and g[0] == 0 and g[-1] == 0.2
-    assert evaluate.parse_grid(" 0.05 : 0.15 : 0.05 ").tolist() == [0.05, 0.1, 0.15]
-    assert evaluate.parse_grid("0:0.3:0.1").tolist() == [0.0, 0.1, 0.2, 0.3]  # no float drift
+    assert evaluate.parse_thresholds(" 0.05 : 0.15 : 0.05 ").tolist() == [0.05, 0.1, 0.15]
+    assert evaluate.parse_thresholds("0:0.3:0.1").tolist() == [0.0, 0.1, 0.2, 0.3]  # no float drift
 
 
 def test_bad_arguments(run_dir, tmp_path):
@@ -330,7 +303,7 @@ def test_cli_calibrate_and_reject(run_dir, capsys):
     assert "isic2017" in out and "metrics.json" in out and "SYNTHETIC" in out
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["n_bins"] == 15 and m["seed"] == 3
-    assert main(["reject", str(run_dir), "--mode", "coverage", "--grid", "0:0.1:0.05", "--min-coverage", "0.7",
+    assert main(["reject", str(run_dir), "--mode", "coverage", "--thresholds", "0:0.1:0.05", "--min-coverage", "0.7",
                  "--temperature", "--bootstrap", str(B)]) == 0
     out = capsys.readouterr().out
     assert "accuracy before → after" in out and "melanomas caught / missed / referred" in out and "skipped" in out
@@ -339,9 +312,13 @@ def test_cli_calibrate_and_reject(run_dir, capsys):
     assert "temperature" in j["eval_sets"]["isic2017"]
     assert main(["reject", str(run_dir), "--bootstrap", str(B)]) == 0
     with pytest.raises(SystemExit) as exc:
-        main(["reject", str(run_dir), "--grid", "0:x:1"])
+        main(["reject", str(run_dir), "--thresholds", "0:x:1"])
     assert exc.value.code == 2
     assert "STOP 'x' is not a number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # the old spelling: --grid names a grid file everywhere else
+        main(["reject", str(run_dir), "--grid", "0:0.1:0.05"])
+    assert exc.value.code == 2
+    assert "now --thresholds 0:0.1:0.05" in capsys.readouterr().err
     assert main(["calibrate", str(run_dir / "missing")]) == 2
 
 

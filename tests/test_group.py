@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from melanoma.group import GroupedModel, per_run_paths, train_members
+from melanoma.group import train_members
 from melanoma.models import build_model
 from melanoma.params import ParamError, TrainParams
+from melanoma.sharedpass import GroupedModel, per_run_paths
 from melanoma.train import train_run
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.test_evaluate import make_run
+from tests.runs import make_run
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -26,11 +26,20 @@ def test_parse_combo(text, expected):
     assert parse_combo(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "K", "A-Z", "D-A", "ISIC2015", "A,,Q"])
-def test_bad_combos_are_clear_errors(bad):
+@pytest.mark.parametrize("bad, message", [
+    ("", "empty dataset combination; give letters like 'A-D,I'"),
+    ("K", "unknown dataset 'K'; valid: A=isic2016 (ISIC2016)"),
+    ("A-Z", "unknown dataset 'A-Z'; valid:"),
+    ("D-A", "bad range D-A in combination 'D-A'"),
+    ("ISIC2015", "unknown dataset 'ISIC2015'; valid:"),
+    ("A,,Q", "unknown dataset 'Q'; valid:"),
+])
+def test_bad_combos_are_clear_errors(bad, message):
+    """The error names what is wrong and lists what is valid."""
     with pytest.raises((ValueError, KeyError)) as e:
         parse_combo(bad)
-    assert str(e.value)
+    text = e.value.args[0] if isinstance(e.value, KeyError) else str(e.value)
+    assert text.startswith(message), text
 
 
 def test_combo_label_roundtrip():
@@ -42,8 +51,7 @@ def test_combo_label_roundtrip():
 
 
 def test_paper_combinations_all_parse():
-    if not ROOT_COMBOS.is_file():
-        pytest.skip("params/paper_combinations.txt not yet present")
+    assert ROOT_COMBOS.is_file(), f"{ROOT_COMBOS} missing: the paper's 54 combinations"
     lines = [l for l in ROOT_COMBOS.read_text().splitlines() if l.strip()]
     assert len(lines) == 54
     parsed = {tuple(parse_combo(l)) for l in lines}

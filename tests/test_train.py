@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from melanoma.params import ParamError, TrainParams, epochs_for
-from melanoma.train import epoch_order, train_run
+from melanoma.loop import epoch_order
+from melanoma.train import train_run
 
 
 def _params(work, out, **kw):
@@ -141,7 +142,7 @@ def test_lbfgs_probe_is_sklearns_logistic_regression_at_the_chosen_C(synth_work,
     from sklearn.preprocessing import StandardScaler
 
     from melanoma import features as F
-    from melanoma.train import load_data
+    from melanoma.run import load_data
 
     grid = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
     p = _params(synth_work, tmp_path / "probe", model="efficientnet_lite0", weights="imagenet", freeze="backbone",

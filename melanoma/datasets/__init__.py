@@ -118,8 +118,3 @@ def combo_label(shorts: list[str]) -> str:
         i = j + 1
     parts += [d.name for d in infos if not d.letter]
     return ",".join(parts)
-
-
-def combo_id(shorts: list[str]) -> str:
-    """A filesystem-safe id for a combination (``isic2016+isic2017``)."""
-    return "+".join(parse_combo("+".join(shorts)))

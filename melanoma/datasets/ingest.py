@@ -100,79 +100,11 @@ def ingest_dataset(dataset: str, root: str | Path, work: str | Path, *, shorter:
     out_dir = work / info.short
     fp = fingerprint(root)  # before reading: what this manifest was made from
     res = parse(info.short, root)
-    rec = res.records.copy()
     synthetic = (root / "SYNTHETIC.json").is_file()
-    # last line of defence: whatever a parser produced, never open a file outside the release
-    inside = [confined(root, root / p) is not None for p in rec["path"]]
-    if not all(inside):
-        for r in rec.loc[[not x for x in inside]].to_dict("records"):
-            res.outside.append({**outside_entry(root, r["path"]), "image_id": r["image_id"]})
-        rec = rec.loc[inside].reset_index(drop=True)
-    # rows the label files (or class folders) name: used, missing, unlabelable or pointing outside
-    n_listed = (len(rec) + len(res.missing) + len(res.bad_labels)
-                + sum(1 for o in res.outside if "image_id" in o))
-    if rec["image_id"].duplicated().any():  # a parser bug, never a silent double row
-        dup = sorted(set(rec.loc[rec["image_id"].duplicated(), "image_id"]))
-        raise IngestError(f"{info.short}: image id(s) {dup[:5]} occur twice after parsing {root}; "
-                          "please report this with the release's layout")
-    excluded = [("outside-root", res.outside), ("bad label", res.bad_labels)]
-    if strict and any(lst for _, lst in excluded):
-        lines = "\n".join(f"  {e.get('path') or e.get('image_id')}: {e['reason']} {e.get('detail', '')}"
-                          for _, lst in excluded for e in lst[:10])
-        raise BadImageError(f"{info.short}: {sum(len(l) for _, l in excluded)} listed item(s) cannot "
-                            f"be used (strict mode):\n{lines}")
-
-    prev: dict[str, dict] = {}
-    prev_path = out_dir / "manifest.parquet"
-    if prev_path.is_file():
-        old = pd.read_parquet(prev_path)
-        prev = {r["path"]: r for r in old.to_dict("records")}
-        cache_ok = ImageCache(work / "cache", shorter)
-        prev = {k: v for k, v in prev.items() if v["content_hash"] in cache_ok}
-
-    cache_root = str(work / "cache")
-    jobs = [(str(root / p), cache_root, prev.get(p, {}).get("content_hash", ""), shorter, max_pixels)
-            for p in rec["path"]]
-    n_workers = workers or min(len(jobs), os.cpu_count() or 1, 8) or 1
-    it = None
-    if n_workers > 1 and len(jobs) > 32:
-        pool = ProcessPoolExecutor(max_workers=n_workers)
-        it = pool.map(_decode, jobs, chunksize=16)
-    else:
-        pool = None
-        it = map(_decode, jobs)
-    try:
-        facts = list(tqdm(it, total=len(jobs), desc=f"ingest {info.short}", disable=not progress,
-                          unit="img", mininterval=1.0))
-    except OSError as e:
-        raise _write_error(info.short, work / "cache", e) from e
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-
-    bad, keep = [], []
-    for i, (row, f) in enumerate(zip(rec.to_dict("records"), facts)):
-        if "error" in f:
-            bad.append({"image_id": row["image_id"], "path": row["path"], "reason": f["error"],
-                        "detail": f.get("detail", "")})
-            continue
-        if f.get("reuse"):
-            old = prev[row["path"]]
-            f = {k: old[k] for k in ("content_hash", "width", "height", "pixel_hash", "phash", "dhash")}
-        keep.append(i)
-        for k, v in f.items():
-            rec.loc[i, k] = v
-    if bad and strict:
-        lines = "\n".join(f"  {b['path']}: {b['reason']} {b['detail']}" for b in bad[:20])
-        raise BadImageError(f"{info.short}: {len(bad)} image(s) cannot be decoded "
-                            f"(strict mode):\n{lines}")
-    rec = rec.loc[keep].reset_index(drop=True)
-    for c in HASH_COLUMNS:  # present even when no row is left (the error below says why)
-        if c not in rec.columns:
-            rec[c] = pd.Series(dtype=object)
-    for c in ("width", "height"):
-        rec[c] = rec[c].astype(int) if len(rec) else pd.Series(dtype=int)
-
+    rec, n_listed = _usable_records(info.short, root, res, strict)
+    prev = _previous_rows(out_dir / "manifest.parquet", work / "cache", shorter)
+    facts = _decode_all(info.short, root, rec, prev, work / "cache", shorter, max_pixels, workers, progress)
+    rec, bad = _with_facts(info.short, rec, facts, prev, strict)
     rec["release_split"] = "" if info.short in NO_RELEASE_SPLIT else rec["split"]
     made = not (rec["split"] == "val").any()
     if made:
@@ -182,15 +114,13 @@ def ingest_dataset(dataset: str, root: str | Path, work: str | Path, *, shorter:
     rec["letter"] = info.letter or ""
     rec["synthetic"] = synthetic
     manifest = rec[MANIFEST_COLUMNS].sort_values(["split", "image_id"], kind="stable").reset_index(drop=True)
-
-    counts = summarize(manifest)
     report = {
         "dataset": info.short, "name": info.name, "letter": info.letter, "title": info.title,
         "root": str(root), "synthetic": synthetic,
         "n_listed": int(n_listed),
         "n_images": int(len(manifest)),
         "n_melanoma": int((manifest["label"] == 1).sum()),
-        "counts": counts.to_dict("records"),
+        "counts": summarize(manifest).to_dict("records"),
         "validation_split": "made (80:20 of train, stratified, grouped by patient/lesion)"
         if made else "as released",
         "missing": res.missing, "n_missing": len(res.missing),
@@ -207,16 +137,105 @@ def ingest_dataset(dataset: str, root: str | Path, work: str | Path, *, shorter:
         "seconds": round(time.perf_counter() - t0, 3),
         "seed": seed, "val_fraction": val_fraction,
     }
+    _write(info.short, root, out_dir, manifest, report)
+    return manifest, report
+
+
+def _usable_records(short: str, root: Path, res: ParseResult, strict: bool) -> tuple[pd.DataFrame, int]:
+    """The parsed rows whose files lie inside the release (the others join ``res.outside``), and
+    how many rows the label files (or class folders) name: used, missing, unlabelable or outside."""
+    rec = res.records.copy()
+    # last line of defence: whatever a parser produced, never open a file outside the release
+    inside = [confined(root, root / p) is not None for p in rec["path"]]
+    if not all(inside):
+        for r in rec.loc[[not x for x in inside]].to_dict("records"):
+            res.outside.append({**outside_entry(root, r["path"]), "image_id": r["image_id"]})
+        rec = rec.loc[inside].reset_index(drop=True)
+    n_listed = (len(rec) + len(res.missing) + len(res.bad_labels)
+                + sum(1 for o in res.outside if "image_id" in o))
+    if rec["image_id"].duplicated().any():  # a parser bug, never a silent double row
+        dup = sorted(set(rec.loc[rec["image_id"].duplicated(), "image_id"]))
+        raise IngestError(f"{short}: image id(s) {dup[:5]} occur twice after parsing {root}; "
+                          "please report this with the release's layout")
+    excluded = [("outside-root", res.outside), ("bad label", res.bad_labels)]
+    if strict and any(lst for _, lst in excluded):
+        lines = "\n".join(f"  {e.get('path') or e.get('image_id')}: {e['reason']} {e.get('detail', '')}"
+                          for _, lst in excluded for e in lst[:10])
+        raise BadImageError(f"{short}: {sum(len(l) for _, l in excluded)} listed item(s) cannot "
+                            f"be used (strict mode):\n{lines}")
+    return rec, n_listed
+
+
+def _previous_rows(prev_path: Path, cache_dir: Path, shorter: int) -> dict[str, dict]:
+    """path → row of the previous manifest, for rows whose pixels are still cached (reused)."""
+    if not prev_path.is_file():
+        return {}
+    prev = {r["path"]: r for r in pd.read_parquet(prev_path).to_dict("records")}
+    cache = ImageCache(cache_dir, shorter)
+    return {k: v for k, v in prev.items() if v["content_hash"] in cache}
+
+
+def _decode_all(short: str, root: Path, rec: pd.DataFrame, prev: dict, cache_dir: Path, shorter: int,
+                max_pixels: int, workers: int | None, progress: bool) -> list[dict]:
+    """:func:`_decode` of every row (in worker processes when there are many)."""
+    jobs = [(str(root / p), str(cache_dir), prev.get(p, {}).get("content_hash", ""), shorter, max_pixels)
+            for p in rec["path"]]
+    n_workers = workers or min(len(jobs), os.cpu_count() or 1, 8) or 1
+    if n_workers > 1 and len(jobs) > 32:
+        pool = ProcessPoolExecutor(max_workers=n_workers)
+        it = pool.map(_decode, jobs, chunksize=16)
+    else:
+        pool = None
+        it = map(_decode, jobs)
+    try:
+        return list(tqdm(it, total=len(jobs), desc=f"ingest {short}", disable=not progress,
+                         unit="img", mininterval=1.0))
+    except OSError as e:
+        raise _write_error(short, cache_dir, e) from e
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _with_facts(short: str, rec: pd.DataFrame, facts: list[dict], prev: dict,
+                strict: bool) -> tuple[pd.DataFrame, list[dict]]:
+    """The decoded rows with their hashes and sizes, and the rows that could not be decoded."""
+    bad, keep = [], []
+    for i, (row, f) in enumerate(zip(rec.to_dict("records"), facts)):
+        if "error" in f:
+            bad.append({"image_id": row["image_id"], "path": row["path"], "reason": f["error"],
+                        "detail": f.get("detail", "")})
+            continue
+        if f.get("reuse"):
+            old = prev[row["path"]]
+            f = {k: old[k] for k in ("content_hash", "width", "height", "pixel_hash", "phash", "dhash")}
+        keep.append(i)
+        for k, v in f.items():
+            rec.loc[i, k] = v
+    if bad and strict:
+        lines = "\n".join(f"  {b['path']}: {b['reason']} {b['detail']}" for b in bad[:20])
+        raise BadImageError(f"{short}: {len(bad)} image(s) cannot be decoded "
+                            f"(strict mode):\n{lines}")
+    rec = rec.loc[keep].reset_index(drop=True)
+    for c in HASH_COLUMNS:  # present even when no row is left (the error below says why)
+        if c not in rec.columns:
+            rec[c] = pd.Series(dtype=object)
+    for c in ("width", "height"):
+        rec[c] = rec[c].astype(int) if len(rec) else pd.Series(dtype=int)
+    return rec, bad
+
+
+def _write(short: str, root: Path, out_dir: Path, manifest: pd.DataFrame, report: dict) -> None:
+    """manifest.parquet and report.json; with nothing usable, the report alone and an error."""
     try:
         if manifest.empty:  # nothing usable: keep the reasons, leave no manifest to train on
             write_json(out_dir / "report.json", report)
             (out_dir / "manifest.parquet").unlink(missing_ok=True)
-            raise IngestError(_nothing_left(info.short, root, report, out_dir / "report.json"))
+            raise IngestError(_nothing_left(short, root, report, out_dir / "report.json"))
         write_parquet(out_dir / "manifest.parquet", manifest)
         write_json(out_dir / "report.json", report)
     except OSError as e:
-        raise _write_error(info.short, out_dir, e) from e
-    return manifest, report
+        raise _write_error(short, out_dir, e) from e
 
 
 def _write_error(short: str, where: Path, e: OSError) -> IngestError:

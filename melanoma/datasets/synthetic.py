@@ -1334,7 +1334,14 @@ def _pad_ufes_20(w: _Writer) -> None:
     with Image.open(w.out / "mednode" / donor.path) as im:
         _save_image(w.out / short / donor_rec.path, im.convert("RGB"))
     w.planted(("mednode", donor.image_id), (short, donor_rec.image_id))
-    # metadata: patient-level fields, lesion-level diagnosis, image-level id
+    rows = _pad_metadata_rows(w, short, recs, donor_rec)
+    rows.sort(key=lambda row: (int(row[0][4:]), int(row[1]), row[24]))
+    _write_csv(w.out / short / "metadata.csv", _PAD_COLUMNS, rows)
+    w.finish(short, recs)
+
+
+def _pad_metadata_rows(w: "_Writer", short: str, recs: list, donor_rec) -> list[list]:
+    """metadata.csv rows: patient-level fields, lesion-level diagnosis, image-level id."""
     rows = []
     les_info: dict[int, dict[str, Any]] = {}
     pat_info: dict[str, dict[str, str]] = {}
@@ -1377,9 +1384,7 @@ def _pad_ufes_20(w: _Writer) -> None:
                      li["region"], li["d1"] if full else "", li["d2"] if full else "",
                      dx, *li["symptoms"],
                      f"{r.image_id}.png", "True" if biopsed else "False"])
-    rows.sort(key=lambda row: (int(row[0][4:]), int(row[1]), row[24]))
-    _write_csv(w.out / short / "metadata.csv", _PAD_COLUMNS, rows)
-    w.finish(short, recs)
+    return rows
 
 
 def _kaggle(w: _Writer) -> None:
