@@ -75,7 +75,7 @@ REFERENCES = [
      "its steps and the summary are redone; the run is ok", "tests/test_workflow_reliability.py::test_retry_reruns_a_failed_run"),
     ("book", "every page of the built book", "one `THEBE_JS_URL` declaration (no console error)",
      "tests/test_workflow_reliability.py::test_book_pages_declare_thebe_once"),
-    ("evaluate", "bad `melanoma reject --grid START:STOP:STEP`", "error naming the problem", "tests/test_evaluate.py"),
+    ("evaluate", "bad `melanoma reject --thresholds START:STOP:STEP`", "error naming the problem", "tests/test_evaluate.py"),
     ("evaluate", "evaluation set with one class or no validation split",
      "a reported skip in `rejection.json`", "tests/test_evaluate.py"),
     ("evaluate", "a rejection that keeps < 0.7 of its test split, relaxed its validation floor, or retains one class",
