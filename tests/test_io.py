@@ -58,7 +58,7 @@ def test_a_finished_file_gets_the_umask_mode_not_mkstemps_0600(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     write_text(tmp_path / "m.txt", "x")
-    assert stat.S_IMODE((tmp_path / "m.txt").stat().st_mode) == 0o666 & ~umask != 0o600
+    assert stat.S_IMODE((tmp_path / "m.txt").stat().st_mode) == 0o666 & ~umask
 
 
 def test_read_torch_names_a_truncated_file_and_the_fix(tmp_path):
