@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .manifest import ParseResult, pick_duplicates, records_frame, walk_files
+from .manifest import ParseResult, class_folder_files, records_frame
 
 CLASSES = {"benign": 0, "malignant": 1}
 SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -24,17 +24,8 @@ def parse_kaggle(root: Path) -> ParseResult:
             if not folder.is_dir():
                 continue
             found = True
-            cands: dict[str, list[Path]] = {}
-            for p in walk_files(folder, root, res):
-                if p.parent != folder:
-                    res.unlisted.append({"path": p.relative_to(root).as_posix(),
-                                         "reason": "in a sub-folder of a class folder"})
-                elif p.suffix.lower() in SUFFIXES:
-                    cands.setdefault(p.stem, []).append(p)
-                else:
-                    res.unlisted.append({"path": p.relative_to(root).as_posix(), "reason": "not an image"})
             # 1.jpg and 1.png in one folder would be one id twice: one is used, the other reported
-            for stem, path in sorted(pick_duplicates(cands, root, SUFFIXES, res).items()):
+            for stem, path in sorted(class_folder_files(folder, root, SUFFIXES, res).items()):
                 rows.append({"image_id": f"{split}_{cls}_{stem}", "path": path, "label": label,
                              "diagnosis": cls, "split": split})
     if not found:

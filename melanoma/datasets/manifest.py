@@ -216,6 +216,24 @@ def index_files(folder: Path, root: Path, suffixes: tuple[str, ...],
     return pick_duplicates(cands, root, suffixes, into), n_excluded
 
 
+def class_folder_files(folder: Path, root: Path, suffixes: tuple[str, ...], into: ParseResult,
+                       not_image: str = "not an image") -> dict[str, str]:
+    """Image id (file stem) → path relative to ``root`` for the images directly in a class folder
+    (one folder per label: MED-NODE, Kaggle). A file in a sub-folder, or with another suffix
+    (reason ``not_image``), is reported in ``into.unlisted``; one id given by several files goes
+    through :func:`pick_duplicates`."""
+    cands: dict[str, list[Path]] = {}
+    for p in walk_files(folder, root, into):
+        if p.parent != folder:
+            into.unlisted.append({"path": p.relative_to(root).as_posix(),
+                                  "reason": "in a sub-folder of a class folder"})
+        elif p.suffix.lower() in suffixes:
+            cands.setdefault(p.stem, []).append(p)
+        else:
+            into.unlisted.append({"path": p.relative_to(root).as_posix(), "reason": not_image})
+    return pick_duplicates(cands, root, suffixes, into)
+
+
 def pick_duplicates(cands: dict[str, list[Path]], root: Path, suffixes: tuple[str, ...],
                     into: ParseResult) -> dict[str, str]:
     """One file per image id: the preferred suffix (then the shortest, then the first path);

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .manifest import ParseResult, pick_duplicates, records_frame, require_file, walk_files
+from .manifest import ParseResult, class_folder_files, records_frame, require_file
 
 CLASSES = {"melanoma": 1, "naevus": 0}
 SUFFIXES = (".jpg", ".jpeg")
@@ -20,16 +20,7 @@ def parse_mednode(root: Path) -> ParseResult:
         folder = base / cls
         if not folder.is_dir():
             raise FileNotFoundError(f"mednode: class folder {folder} is missing")
-        cands: dict[str, list[Path]] = {}
-        for p in walk_files(folder, root, res):
-            if p.parent != folder:
-                res.unlisted.append({"path": p.relative_to(root).as_posix(),
-                                     "reason": "in a sub-folder of a class folder"})
-            elif p.suffix.lower() in SUFFIXES:
-                cands.setdefault(p.stem, []).append(p)
-            else:
-                res.unlisted.append({"path": p.relative_to(root).as_posix(), "reason": "not a .jpg"})
-        for stem, path in sorted(pick_duplicates(cands, root, SUFFIXES, res).items()):
+        for stem, path in sorted(class_folder_files(folder, root, SUFFIXES, res, "not a .jpg").items()):
             rows.append({"image_id": f"{cls}_{stem}", "path": path, "label": label,
                          "diagnosis": cls, "split": "train"})
     extra = sorted(d.name for d in base.iterdir() if d.is_dir() and d.name not in CLASSES)
