@@ -357,6 +357,12 @@ def compare_methods(y_val, p_val, y_test, p_test, *, entropy_keep, entropy_thres
     return out
 
 
+def _curve(parameter: str, pts: list[tuple[float, float, float]]) -> dict:
+    """``(value, coverage, miss rate)`` points as the curve dict :func:`miss_rate_curves` returns."""
+    return {"parameter": parameter, "value": [a for a, _, _ in pts], "coverage": [b for _, b, _ in pts],
+            "miss_rate": [c for _, _, c in pts]}
+
+
 def miss_rate_curves(y_val, p_val, y_test, p_test) -> dict:
     """Melanoma miss rate (confident benign labels / all melanomas) vs coverage on test, as each
     method's parameter varies: the entropy rule's r (0 … 0.9 of validation rejected), conformal α
@@ -372,16 +378,14 @@ def miss_rate_curves(y_val, p_val, y_test, p_test) -> dict:
         keep = Ht <= relative_threshold(pv, float(r))
         s = _stats_once(yt, keep, pt > 0.5)
         pts.append((float(r), float(s["coverage"]), float(s["miss_rate"])))
-    res["entropy"] = {"parameter": "r", "value": [a for a, _, _ in pts], "coverage": [b for _, b, _ in pts],
-                      "miss_rate": [c for _, _, c in pts]}
+    res["entropy"] = _curve("r", pts)
     pts = []
     for a in np.round(np.arange(0.01, 0.5001, 0.01), 10):
         cs = fit_conformal(yv, pv, float(a))
         _, single, pred = conformal_decisions(cs, pt)
         s = _stats_once(yt, single, pred)
         pts.append((float(a), float(s["coverage"]), float(s["miss_rate"])))
-    res["conformal"] = {"parameter": "alpha", "value": [a for a, _, _ in pts], "coverage": [b for _, b, _ in pts],
-                        "miss_rate": [c for _, _, c in pts]}
+    res["conformal"] = _curve("alpha", pts)
     pts = []
     for t in np.round(np.arange(0.02, 0.5001, 0.02), 10):
         sg = fit_sgr(yv, pv, float(t))
@@ -389,6 +393,5 @@ def miss_rate_curves(y_val, p_val, y_test, p_test) -> dict:
             continue
         s = _stats_once(yt, Ht <= sg.threshold, pt > 0.5)
         pts.append((float(t), float(s["coverage"]), float(s["miss_rate"])))
-    res["sgr"] = {"parameter": "target", "value": [a for a, _, _ in pts], "coverage": [b for _, b, _ in pts],
-                  "miss_rate": [c for _, _, c in pts]}
+    res["sgr"] = _curve("target", pts)
     return res
