@@ -850,6 +850,8 @@ def scrub_paths(text: str) -> str:
     import re
 
     text = text.replace(str(REPO) + "/", "").replace(str(REPO), ".")
+    # the shared neighbour first: its parent may itself hold a folder named like one of ours (/ci/work/shared)
+    text = re.sub(rf"(?<![\w.~/-]){re.escape(str(REPO.parent / 'shared'))}/", "../shared/", text)
     text = re.sub(rf"(?<![\w.~-])/(?:[\w.@+-]+/)+?(?=(?:{_REPO_DIRS})/)", "", text)
     text = re.sub(rf"(?<![\w.~/-]){re.escape(str(REPO.parent))}/", "../", text)
     text = re.sub(r"(?<![\w.~-])/tmp/", "TMP/", text)

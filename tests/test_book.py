@@ -1,6 +1,9 @@
 """Report/book helpers (the end-to-end build is in test_workflow.py)."""
 
 import math
+from pathlib import Path
+
+import pytest
 
 from melanoma.book import paper_tables
 from melanoma.report import fmt, fmt_ci
@@ -142,13 +145,15 @@ def test_table2_says_a_word_on_an_auc_below_chance():
     assert "below 50" not in table2_notes(lb[lb["auc"] > 0.5])
 
 
-def test_scrub_paths_leaves_no_absolute_machine_path():
-    from melanoma.book import scrub_paths
-    from melanoma.grid import REPO
+@pytest.mark.parametrize("repo", ["/work/main", "/tmp/x", "/tmp/ci/work/main", "/builds/results/clone"])
+def test_scrub_paths_leaves_no_absolute_machine_path(monkeypatch, repo):
+    import melanoma.book as book
 
+    REPO = Path(repo)
+    monkeypatch.setattr(book, "REPO", REPO)
     text = (f"`{REPO}/results/demo/x.ipynb` --results /work/other-clone/benchmarks/RESULTS.md "
             f"--work /tmp/melanoma-bench-work-1 data `{REPO.parent}/shared/realdata` a/b{REPO.parent}/c")
-    out = scrub_paths(text)
+    out = book.scrub_paths(text)
     # a checkout directly in /tmp (a fresh clone in mktemp -d) makes that folder a neighbour: ../
     tmp = "../" if str(REPO.parent) == "/tmp" else "TMP/"
     assert out == (f"`results/demo/x.ipynb` --results benchmarks/RESULTS.md --work {tmp}melanoma-bench-work-1 "
