@@ -12,7 +12,7 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 PROJECT_DIRS = ("workflow", "notebooks", "params", "book", "web")  # = melanoma.home.PROJECT_DIRS
 SKIP = shutil.ignore_patterns("_build", "_generated", "node_modules", "__pycache__", ".snakemake", "*.pyc")
-#: onnxruntime-web's wasm-only build (melanoma.export.ORT_FILES), from web/node_modules when npm installed it
+#: onnxruntime-web's wasm-only build (melanoma.report.export.ORT_FILES), from web/node_modules when npm installed it
 ORT = ROOT / "web" / "node_modules" / "onnxruntime-web"
 ORT_FILES = ("dist/ort.wasm.min.js", "dist/ort-wasm-simd-threaded.mjs", "dist/ort-wasm-simd-threaded.wasm",
              "package.json", "LICENSE")

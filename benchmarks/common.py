@@ -275,7 +275,7 @@ def synthetic_work(work: str | Path | None = None, *, scale: float = 0.3, seed: 
     holds another benchmark's; a non-empty folder without the marker is refused (never clobber a
     user's work folder). ``work`` None: a temporary folder, removed when the process exits.
     """
-    from melanoma.datasets import SHORT_NAMES
+    from melanoma.data.registry import SHORT_NAMES
 
     if work is None:
         import atexit
@@ -304,8 +304,8 @@ def synthetic_work(work: str | Path | None = None, *, scale: float = 0.3, seed: 
 
 def make_synthetic(work: Path, *, scale: float, seed: int = 0, log=print) -> dict:
     """write_replicas + ingest_all into ``work``; returns timings and counts."""
-    from melanoma.datasets.ingest import ingest_all
-    from melanoma.datasets.synthetic import write_replicas
+    from melanoma.data.ingest import ingest_all
+    from melanoma.data.synthetic import write_replicas
 
     log(f"[bench] SYNTHETIC replicas at scale {scale} → {work}")
     t0 = time.perf_counter()
@@ -321,8 +321,8 @@ def make_synthetic(work: Path, *, scale: float, seed: int = 0, log=print) -> dic
 def manifests(work: Path):
     """All manifests of ``work`` concatenated (pandas DataFrame)."""
     import pandas as pd
-    from melanoma.datasets import SHORT_NAMES
-    from melanoma.datasets.manifest import read_manifest
+    from melanoma.data.registry import SHORT_NAMES
+    from melanoma.data.manifest import read_manifest
 
     return pd.concat([read_manifest(work, s) for s in SHORT_NAMES
                       if (Path(work) / s / "manifest.parquet").is_file()], ignore_index=True)

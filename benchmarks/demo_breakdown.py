@@ -302,7 +302,7 @@ def variant_grid(src: Path, dst_dir: Path, *, name: str, fast_lite0: bool, epoch
 
 
 def run_variant(grid_file: Path, dst_dir: Path, log=print) -> dict:
-    from melanoma.pipeline import snakemake_cmd
+    from melanoma.pipeline.runner import snakemake_cmd
 
     env = dict(os.environ, MELANOMA_BOOK=str(dst_dir / "book"))
     env.pop("WORK", None), env.pop("RESULTS", None), env.pop("DATA_ROOT", None)

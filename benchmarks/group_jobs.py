@@ -3,7 +3,7 @@
 The demo breakdown (``demo_breakdown.py``) found papermill/kernel start-up and the notebooks' own
 import/plot cells to be most of each notebook step — for the training notebook, ``import torch`` +
 torchvision alone take ~3 s per process. A grid's ``group: N`` packs N runs of one model into one
-training job (:func:`melanoma.group.train_members`), so that cost is paid once per job.
+training job (:func:`melanoma.train.group.train_members`), so that cost is paid once per job.
 
 This script runs the same fast-path runs (the demo's six combinations of EfficientNet-Lite0 on the
 SYNTHETIC replicas, features cached beforehand) exactly as the workflow does — ``melanoma nbrun
@@ -32,8 +32,8 @@ from common import (REPO, command_line, json_comment, loadavg, machine_facts, md
                     print_table, section_header, synthetic_work, write_results)
 
 from melanoma.io import read_json, write_yaml
-from melanoma.params import TrainParams
-from melanoma.train import train_run
+from melanoma.train.params import TrainParams
+from melanoma.train.recipe import train_run
 
 COMBOS = ["E", "B", "D", "A-C,I,J", "A-E", "A-J"]
 NB = REPO / "notebooks" / "02_train.ipynb"

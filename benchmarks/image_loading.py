@@ -32,9 +32,9 @@ from common import (REALDATA, Timer, command_line, json_comment, loadavg, machin
                     md_table, median, parser, print_table, section_header, synthetic_work,
                     write_results)
 
-from melanoma.cache import ImageCache
-from melanoma.images import file_hash, open_image, resize_shorter
-from melanoma.transforms import train_transform
+from melanoma.data.cache import ImageCache
+from melanoma.data.images import file_hash, open_image, resize_shorter
+from melanoma.train.transforms import train_transform
 
 SHORTER = 256
 

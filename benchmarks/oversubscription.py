@@ -46,8 +46,8 @@ def rate(fn, n_per_call: int, seconds: float) -> float:
 
 
 def measure(seconds: float) -> list[dict]:
-    from melanoma.models import build_model, split_backbone_head
-    from melanoma.transforms import train_transform
+    from melanoma.train.models import build_model, split_backbone_head
+    from melanoma.train.transforms import train_transform
 
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 256, (256, 300, 3), dtype=np.uint8) for _ in range(32)]

@@ -5,12 +5,12 @@ augmentation), same images, interleaved rounds, median:
 
 * ``dataloader``: what the loop path did so far — ``CachedImages`` + torchvision v2 per image (one
   thread, as the trainer runs it), through a ``DataLoader`` with 0 workers and with 2 workers;
-* ``resident``: :mod:`melanoma.resident` — the images in one uint8 tensor on the device, the batch
+* ``resident``: :mod:`melanoma.train.resident` — the images in one uint8 tensor on the device, the batch
   augmented there (one ``grid_sample`` + batched colour jitter).
 
 Part B — whole runs, ``freeze=conv`` (BatchNorm + head train), several combinations of one model,
 one invocation, in this order: (1) each run with ``loader=dataloader``; (2) each run with
-``loader=resident``; (3) all runs together with :func:`melanoma.group.train_members` (one forward
+``loader=resident``; (3) all runs together with :func:`melanoma.train.group.train_members` (one forward
 pass over the runs' concatenated batches). Reported: wall time per variant, the training epochs'
 time, ratios, and the largest difference between grouped and separate resident runs' predictions.
 
@@ -32,16 +32,16 @@ import torch
 from common import (command_line, json_comment, loadavg, machine_facts, md_table, median, parser,
                     print_table, section_header, synthetic_work, write_results)
 
-from melanoma.cache import ImageCache
-from melanoma.datasets.combine import combine
-from melanoma.features import CachedImages
-from melanoma.group import train_members
-from melanoma.models import model_config
-from melanoma.params import TrainParams
-from melanoma.resident import TrainPool, augment
-from melanoma.run import resolve_device
-from melanoma.train import train_run
-from melanoma.transforms import train_transform
+from melanoma.data.cache import ImageCache
+from melanoma.data.combine import combine
+from melanoma.train.features import CachedImages
+from melanoma.train.group import train_members
+from melanoma.train.models import model_config
+from melanoma.train.params import TrainParams
+from melanoma.train.resident import TrainPool, augment
+from melanoma.train.run import resolve_device
+from melanoma.train.recipe import train_run
+from melanoma.train.transforms import train_transform
 
 
 def _sync(dev):

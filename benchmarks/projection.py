@@ -58,7 +58,7 @@ FALLBACK_COUNTS = {
 
 def spec_counts(path: Path = SPEC / "datasets.md") -> tuple[dict, str]:
     """{short: {split: n}} from the spec's dataset table (release splits + counts columns)."""
-    from melanoma.datasets import get
+    from melanoma.data.registry import get
 
     if not path.is_file():
         return FALLBACK_COUNTS, "built-in copy (spec not found)"
@@ -106,7 +106,7 @@ def pools(counts: dict, e_test: int) -> dict:
 def model_costs(models: list[str], ref_fwd: float, measured: dict) -> tuple[dict, str]:
     """model → (GFLOPs at 224, forward img/s, conv-step img/s or None, source)."""
     import torchvision
-    from melanoma.models import model_config
+    from melanoma.train.models import model_config
     from torchvision.models import get_weight
 
     gf, nparams = {}, {}
@@ -183,9 +183,9 @@ def depthwise_check() -> float | None:
 
 
 def project(args) -> dict:
-    from melanoma.datasets import parse_combo
-    from melanoma.models import paper_models
-    from melanoma.params import epochs_for
+    from melanoma.data.registry import parse_combo
+    from melanoma.train.models import paper_models
+    from melanoma.train.params import epochs_for
 
     counts, counts_src = spec_counts()
     P = pools(counts, args.isic2020_test)

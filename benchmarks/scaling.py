@@ -34,10 +34,10 @@ EVALS = ["ISIC2017"]
 def child(scale: float, out: Path, size: int) -> dict:
     """synth + ingest + features in this process; prints one JSON line."""
     import torch  # noqa: F401  (imported before timing, like a pipeline process)
-    from melanoma.datasets import SHORT_NAMES
-    from melanoma.datasets.ingest import ingest_all
-    from melanoma.datasets.synthetic import write_replicas
-    from melanoma.features import features_for_dataset
+    from melanoma.data.registry import SHORT_NAMES
+    from melanoma.data.ingest import ingest_all
+    from melanoma.data.synthetic import write_replicas
+    from melanoma.train.features import features_for_dataset
 
     rss0 = peak_rss_mb()
     with Timer() as t_s:
@@ -106,13 +106,13 @@ def images_vs_scale(scales, size: int, passes: int = 2, log=print) -> list[dict]
 
 def combinations_cost(work: Path, size: int, epochs: int, log=print) -> dict:
     """Features once, then the fast path for 1, 2, 4 combinations (fresh run folders)."""
-    from melanoma.datasets import parse_combo
-    from melanoma.features import features_for_dataset
+    from melanoma.data.registry import parse_combo
+    from melanoma.train.features import features_for_dataset
     from melanoma.io import read_json
-    from melanoma.params import TrainParams
-    from melanoma.train import train_run
+    from melanoma.train.params import TrainParams
+    from melanoma.train.recipe import train_run
 
-    from melanoma.features import feature_dir
+    from melanoma.train.features import feature_dir
 
     datasets = sorted({d for c in COMBOS for d in parse_combo(c)} | {d for e in EVALS for d in parse_combo(e)})
     shutil.rmtree(feature_dir(work, MODEL, WEIGHTS, size), ignore_errors=True)  # pay them once, here
@@ -166,11 +166,11 @@ def head_math(work: Path, size: int, epochs: int) -> dict:
     it (validation, copying the best state, the checkpoint); per torch thread setting."""
     import numpy as np
     import torch
-    from melanoma import features as feats
-    from melanoma.params import TrainParams
-    from melanoma.loop import epoch_order
-    from melanoma.run import load_data
-    from melanoma.train import train_head_epoch
+    from melanoma.train import features as feats
+    from melanoma.train.params import TrainParams
+    from melanoma.train.loop import epoch_order
+    from melanoma.train.run import load_data
+    from melanoma.train.recipe import train_head_epoch
 
     data = []
     for c in COMBOS:

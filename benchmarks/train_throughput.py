@@ -41,12 +41,12 @@ import torch.nn.functional as F
 from common import (Timer, command_line, json_comment, loadavg, machine_facts, md_table, median,
                     parser, print_table, section_header, synthetic_work, write_results)
 
-from melanoma import features as feats
-from melanoma.models import build_model, set_train_mode, split_backbone_head
-from melanoma.params import TrainParams
-from melanoma.loop import epoch_order
-from melanoma.run import load_data, resolve_device
-from melanoma.train import train_head_epoch, train_run
+from melanoma.train import features as feats
+from melanoma.train.models import build_model, set_train_mode, split_backbone_head
+from melanoma.train.params import TrainParams
+from melanoma.train.loop import epoch_order
+from melanoma.train.run import load_data, resolve_device
+from melanoma.train.recipe import train_head_epoch, train_run
 
 DEMO_COMBOS = ["E", "B", "D", "A-C,I,J", "A-E", "A-J"]
 DEMO_EVALS = ["ISIC2017", "ISIC2018", "_7_point_criteria", "KaggleMB"]
@@ -190,7 +190,7 @@ def grid(work: Path, models, combos, evals, *, epochs: int, size: int, views: in
          log=print) -> dict:
     """Both variants of the grid, model by model, ``passes`` times in alternating order (cache then
     loop, then loop then cache); per variant the faster pass. Per-part seconds from run.json."""
-    from melanoma.datasets import parse_combo
+    from melanoma.data.registry import parse_combo
     from melanoma.io import read_json
 
     quiet = lambda *a, **k: None  # noqa: E731

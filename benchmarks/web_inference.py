@@ -5,8 +5,8 @@
     python benchmarks/web_inference.py --screenshot fig2.png --model-dir build/web-model --image lesion.jpg
 
 Each model is built with random weights (size and speed do not depend on the weights), saved as a
-run directory, exported with :func:`melanoma.export.export_run` (parity checked), assembled into
-the page with :func:`melanoma.export.assemble_site`, opened in headless Debian Chromium and timed
+run directory, exported with :func:`melanoma.report.export.export_run` (parity checked), assembled into
+the page with :func:`melanoma.report.export.assemble_site`, opened in headless Debian Chromium and timed
 with the page's own ``__melanoma.bench(n)`` (median of n ``session.run`` calls after a warm-up).
 onnxruntime's Python CPU time (1 thread) is printed beside it. Needs ``/usr/bin/chromium`` and
 PyPI ``playwright``. ``--screenshot`` instead scores one image with an exported model and saves the
@@ -28,8 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from melanoma.browser import launch, open_ready, screenshot, serve, upload  # noqa: E402,F401
-from melanoma.export import assemble_site, export_run  # noqa: E402
+from melanoma.report.browser import launch, open_ready, screenshot, serve, upload  # noqa: E402,F401
+from melanoma.report.export import assemble_site, export_run  # noqa: E402
 from melanoma.io import write_json, write_yaml  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def fake_run(model_name: str, size: int, folder: Path) -> Path:
     """A run directory holding a randomly initialised model (what export_run reads)."""
     import torch
 
-    from melanoma.models import build_model
+    from melanoma.train.models import build_model
 
     torch.manual_seed(0)
     model = build_model(model_name, weights="none", freeze="none")

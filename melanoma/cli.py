@@ -18,9 +18,9 @@ def _print_table(df) -> None:
 # ----------------------------------------------------------------------------- subcommands
 
 def cmd_synth(a) -> int:
-    from .datasets.synthetic import write_replicas
+    from melanoma.data.synthetic import write_replicas
 
-    from .io import write_json
+    from melanoma.io import write_json
 
     summary = write_replicas(a.out, scale=a.scale, seed=a.seed)
     write_json(Path(a.out) / "replicas.json", summary)  # written last: the workflow's "done" flag
@@ -30,7 +30,7 @@ def cmd_synth(a) -> int:
 
 
 def cmd_ingest(a) -> int:
-    from .datasets.ingest import counts_table, ingest_all, ingest_dataset
+    from melanoma.data.ingest import counts_table, ingest_all, ingest_dataset
 
     kw = dict(shorter=a.cache_size, seed=a.seed, strict=a.strict, workers=a.workers,
               progress=not a.quiet)
@@ -48,7 +48,7 @@ def cmd_ingest(a) -> int:
                 print(f"{r['name']}: {r[f'n_{kind}']} {kind.replace('_', ' ')} (listed in "
                       f"{a.out}/{r['dataset']}/report.json)")
     if a.all:
-        from .datasets.ingest import unknown_folders
+        from melanoma.data.ingest import unknown_folders
 
         for u in unknown_folders(a.root):
             print(f"skipped {a.root}/{u['folder']}/: names no release"
@@ -57,9 +57,9 @@ def cmd_ingest(a) -> int:
 
 
 def cmd_leakage(a) -> int:
-    from .datasets import get
-    from .datasets.combine import leakage_report
-    from .io import write_parquet
+    from melanoma.data.registry import get
+    from melanoma.data.combine import leakage_report
+    from melanoma.io import write_parquet
 
     evals = [get(e).short for e in a.eval.split(",") if e]
     t = leakage_report(a.work, a.train, evals, policy=a.policy)
@@ -73,7 +73,7 @@ def cmd_leakage(a) -> int:
 def cmd_summary(a) -> int:
     import json
 
-    from .datasets.ingest import counts_table
+    from melanoma.data.ingest import counts_table
 
     reports = {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(a.work).glob("*/report.json"))}
     if not reports:
@@ -83,8 +83,8 @@ def cmd_summary(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from .params import TrainParams
-    from .train import train_run
+    from melanoma.train.params import TrainParams
+    from melanoma.train.recipe import train_run
 
     d = {"work": str(a.work), "model": a.model, "train": a.train, "eval_sets": a.eval, "out": str(a.out),
          "weights": a.weights, "freeze": a.freeze, "epochs": a.epochs, "image_size": a.image_size,
@@ -94,7 +94,7 @@ def cmd_train(a) -> int:
     if a.fast is not None:
         d["fast"] = a.fast
     if a.params:
-        from .params import load_mapping
+        from melanoma.train.params import load_mapping
         d = {**load_mapping(a.params, "a parameters file"), **{k: v for k, v in d.items() if v is not None}}
     d = {k: v for k, v in d.items() if v is not None}
     train_run(TrainParams.from_dict(d, where="melanoma train"), progress=not a.quiet)
@@ -105,8 +105,8 @@ def cmd_train(a) -> int:
 def cmd_features(a) -> int:
     import os
 
-    from .features import features_for_dataset
-    from .nbrun import claim_gpu
+    from melanoma.train.features import features_for_dataset
+    from melanoma.pipeline.nbrun import claim_gpu
 
     with claim_gpu() as gpu:  # several local GPUs: one per job
         if gpu is not None:
@@ -120,7 +120,7 @@ def cmd_features(a) -> int:
 
 
 def cmd_grid(a) -> int:
-    from .grid import expand, find_grid_file, load_grid, write_run_params
+    from melanoma.pipeline.grid import expand, find_grid_file, load_grid, write_run_params
 
     g = load_grid(find_grid_file(a.grid_file))
     runs = expand(g)
@@ -148,8 +148,8 @@ def _scalar(v: str):
 
 
 def cmd_nbrun(a) -> int:
-    from .nbrun import Step, run_steps
-    from .params import load_mapping
+    from melanoma.pipeline.nbrun import Step, run_steps
+    from melanoma.train.params import load_mapping
 
     steps = []
     while a is not None:  # `--then NOTEBOOK OUTPUT ...`: the next step, parsed like the first
@@ -164,7 +164,7 @@ def cmd_nbrun(a) -> int:
 
 
 def cmd_calibrate(a) -> int:
-    from .evaluate import calibrate_run, calibrate_table
+    from melanoma.evaluate.steps import calibrate_run, calibrate_table
 
     r = calibrate_run(a.run_dir, n_bins=a.bins, B=a.bootstrap, seed=a.seed)
     _print_table(calibrate_table(r))
@@ -180,7 +180,7 @@ def _float_list(text: str) -> list[float]:
 
 
 def _thresholds_arg(text: str):
-    from .evaluate import parse_thresholds
+    from melanoma.evaluate.steps import parse_thresholds
 
     try:
         return parse_thresholds(text)
@@ -195,7 +195,7 @@ def _old_thresholds_flag(text: str):
 
 
 def cmd_reject(a) -> int:
-    from .evaluate import methods_table, reject_run, reject_table
+    from melanoma.evaluate.steps import methods_table, reject_run, reject_table
 
     r = reject_run(a.run_dir, mode=a.mode, thresholds=a.thresholds, min_coverage=a.min_coverage,
                    temperature=a.temperature, base=a.base, B=a.bootstrap, seed=a.seed, method=a.method,
@@ -213,16 +213,16 @@ def cmd_reject(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from .grid import find_grid_file
-    from .report import report
+    from melanoma.pipeline.grid import find_grid_file
+    from melanoma.report.summary import report
 
     report(find_grid_file(a.grid))
     return 0
 
 
 def cmd_book(a) -> int:
-    from .book import make_book
-    from .grid import find_grid_file
+    from melanoma.report.book import make_book
+    from melanoma.pipeline.grid import find_grid_file
 
     make_book(find_grid_file(a.grid), strict=not a.no_strict)
     return 0
@@ -233,7 +233,7 @@ def cmd_serve(a) -> int:
     import functools
     import http.server
 
-    from .book import BOOK
+    from melanoma.report.book import BOOK
 
     root = Path(a.dir) if a.dir else BOOK / "_build" / "html"
     if not (root / "index.html").is_file():
@@ -266,7 +266,7 @@ def cmd_serve(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from .export import assemble_site, export_run
+    from melanoma.report.export import assemble_site, export_run
 
     m = export_run(a.run_dir, a.out, opset=a.opset)
     print(f"written {Path(a.out) / 'model.onnx'} ({m['onnx']['bytes'] / 1024:.0f} KB, parity "
@@ -280,7 +280,7 @@ def cmd_export(a) -> int:
 def cmd_screenshot(a) -> int:
     """Fig. 2: the page scoring one image in headless Chromium. Without --image: the first
     melanoma of the evaluation set's test split in WORK (the synthetic replica in the demo)."""
-    from .browser import CHROMIUM, first_test_melanoma, screenshot_checked
+    from melanoma.report.browser import CHROMIUM, first_test_melanoma, screenshot_checked
 
     image = a.image
     if image is None:
@@ -297,7 +297,7 @@ def cmd_screenshot(a) -> int:
 
 
 def cmd_fingerprint(a) -> int:
-    from .datasets.fingerprint import update_stamp
+    from melanoma.data.fingerprint import update_stamp
 
     fp = update_stamp(a.root, a.out)
     print(f"{a.root}: {fp['n_files']} files, {fp['bytes']} bytes, fingerprint {fp['sha256'][:16]} → {a.out}")
@@ -305,7 +305,7 @@ def cmd_fingerprint(a) -> int:
 
 
 def cmd_retry(a) -> int:
-    from .pipeline import retry
+    from melanoma.pipeline.runner import retry
 
     done = retry(a.grid, a.run_ids, force=a.force, cores=a.cores)
     if not done:
@@ -314,7 +314,7 @@ def cmd_retry(a) -> int:
 
 
 def cmd_locked(a) -> int:
-    from .pipeline import run_locked
+    from melanoma.pipeline.runner import run_locked
 
     cmd = a.command_[1:] if a.command_[:1] == ["--"] else a.command_
     return run_locked(a.grid, cmd, a.workdir)
@@ -322,7 +322,7 @@ def cmd_locked(a) -> int:
 
 def cmd_demo(a) -> int:
     """The embedded default, end to end."""
-    from .pipeline import run_demo
+    from melanoma.pipeline.runner import run_demo
 
     run_demo(a.grid, cores=a.cores)
     return 0
@@ -336,7 +336,7 @@ def _version() -> str:
     import platform
     from importlib import metadata
 
-    from . import __version__
+    from melanoma import __version__
 
     try:
         v = metadata.version("melanoma")
@@ -358,7 +358,7 @@ class _Version(argparse.Action):
 
 
 def _sources() -> str:
-    from .home import repository, sources
+    from melanoma.home import repository, sources
 
     try:
         return f"{sources()}" + ("" if repository() else " (packaged)")

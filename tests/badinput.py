@@ -114,7 +114,7 @@ _WORK: dict[str, Path] = {}
 
 def _shared_work(factory) -> Path:
     if "w" not in _WORK:
-        from melanoma.datasets.ingest import ingest_dataset
+        from melanoma.data.ingest import ingest_dataset
 
         d = factory.mktemp("badinput_work")
         R.make_mednode(d / "data" / "mednode", n=10)
@@ -126,13 +126,13 @@ def _shared_work(factory) -> Path:
 
 
 def ingest(short, root, work, **kw):
-    from melanoma.datasets.ingest import ingest_dataset
+    from melanoma.data.ingest import ingest_dataset
 
     return ingest_dataset(short, root, work, progress=False, **kw)
 
 
 def parse(short, root):
-    from melanoma.datasets.ingest import parse as _parse
+    from melanoma.data.ingest import parse as _parse
 
     return _parse(short, root)
 
@@ -174,7 +174,7 @@ RGB = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
 
 
 def _decode(tmp: Path, name: str, data: bytes):
-    from melanoma.images import open_image
+    from melanoma.data.images import open_image
 
     p = tmp / name
     p.write_bytes(data)
@@ -182,7 +182,7 @@ def _decode(tmp: Path, name: str, data: bytes):
 
 
 def _bad_image(tmp: Path, name: str, data: bytes, reason: str) -> None:
-    from melanoma.images import ImageError
+    from melanoma.data.images import ImageError
 
     e = raises(ImageError, "", _decode, tmp, name, data)
     assert e.reason == reason and name in str(e)
@@ -226,7 +226,7 @@ def _outside_image(tmp: Path) -> Path:
 
 def _recording_reads(ctx) -> list[str]:
     """Record every path ingest decodes (the serial path runs in this process)."""
-    import melanoma.datasets.ingest as ing
+    import melanoma.data.ingest as ing
 
     seen: list[str] = []
     real = ing._decode
@@ -250,13 +250,13 @@ GOOD = "models: [meshnet]\ncombinations: [B]\neval_sets: [ISIC2017]\n"
 
 
 def _load_grid(p):
-    from melanoma.grid import expand, load_grid
+    from melanoma.pipeline.grid import expand, load_grid
 
     return expand(load_grid(p))
 
 
 def _params(work: Path, out: Path, **kw):
-    from melanoma.params import TrainParams
+    from melanoma.train.params import TrainParams
 
     d = dict(work=str(work), out=str(out), model="meshnet", weights="none", freeze="none", train="I",
              eval_sets=["kaggle"], image_size=32, epochs=2, augment=True)
@@ -265,7 +265,7 @@ def _params(work: Path, out: Path, **kw):
 
 
 def _train(p, **kw):
-    from melanoma.train import train_run
+    from melanoma.train.recipe import train_run
 
     return train_run(p, progress=False, log=lambda *a, **k: None, **kw)
 
@@ -300,7 +300,7 @@ def image_truncated_jpeg(tmp, ctx):
 
 @case("image", "truncated PNG", "`truncated` or `corrupt`, never decoded half")
 def image_truncated_png(tmp, ctx):
-    from melanoma.images import ImageError
+    from melanoma.data.images import ImageError
 
     data = _bytes(Image.fromarray(RGB), "PNG")
     e = raises(ImageError, "", _decode, tmp, "cut.png", data[: len(data) // 2])
@@ -329,7 +329,7 @@ def image_min_side_ok(tmp, ctx):
 
 @case("image", "listed file deleted before decoding", "`missing`")
 def image_missing(tmp, ctx):
-    from melanoma.images import ImageError, open_image
+    from melanoma.data.images import ImageError, open_image
 
     assert raises(ImageError, "", open_image, tmp / "gone.jpg").reason == "missing"
 
@@ -371,7 +371,7 @@ def image_trailing_garbage(tmp, ctx):
 @case("image", "a bad image inside a release", "excluded, listed in `report.json` `bad` with its reason; "
       "`--strict`: `BadImageError` naming the file")
 def image_bad_in_release(tmp, ctx):
-    from melanoma.datasets.ingest import BadImageError
+    from melanoma.data.ingest import BadImageError
 
     root = _only_training_2017(tmp / "r")
     (root / "ISIC-2017_Training_Data" / "ISIC_0000001.jpg").write_bytes(b"")
@@ -384,7 +384,7 @@ def image_bad_in_release(tmp, ctx):
 
 @case("labels", "label file missing a column", "`LabelFileError` naming file and column")
 def labels_missing_column(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = _only_training_2017(tmp)
     _isic2017_gt(root, "image_id,melanoma\nISIC_0000000,0.0\n")
@@ -393,7 +393,7 @@ def labels_missing_column(tmp, ctx):
 
 @case("labels", "unknown label value (`maybe`)", "`LabelFileError` naming file, column and the values")
 def labels_unknown_value(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = _only_training_2017(tmp)
     _isic2017_gt(root, "image_id,melanoma,seborrheic_keratosis\nISIC_0000000,maybe,0.0\n")
@@ -402,7 +402,7 @@ def labels_unknown_value(tmp, ctx):
 
 @case("labels", "duplicate image ids", "`LabelFileError` naming the ids")
 def labels_duplicate_ids(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = _only_training_2017(tmp)
     _isic2017_gt(root, "image_id,melanoma,seborrheic_keratosis\nISIC_0000000,0.0,0.0\nISIC_0000000,1.0,0.0\n")
@@ -411,7 +411,7 @@ def labels_duplicate_ids(tmp, ctx):
 
 @case("labels", "`;`-delimited CSV", "`LabelFileError` that suggests the delimiter")
 def labels_semicolon(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = _only_training_2017(tmp)
     _isic2017_gt(root, "image_id;melanoma;seborrheic_keratosis\nISIC_0000000;0.0;0.0\n")
@@ -420,7 +420,7 @@ def labels_semicolon(tmp, ctx):
 
 @case("labels", "tab-delimited CSV", "`LabelFileError` that suggests the delimiter")
 def labels_tab(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = _only_training_2017(tmp)
     _isic2017_gt(root, "image_id\tmelanoma\tseborrheic_keratosis\nISIC_0000000\t0.0\t0.0\n")
@@ -437,7 +437,7 @@ def labels_bom(tmp, ctx):
 
 @case("labels", "non-UTF-8 bytes", "`LabelFileError: cannot parse as CSV`")
 def labels_latin1(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = _only_training_2017(tmp)
     (root / "ISIC-2017_Training_Part3_GroundTruth.csv").write_bytes(
@@ -447,7 +447,7 @@ def labels_latin1(tmp, ctx):
 
 @case("labels", "empty (0-byte) label file", "`LabelFileError`: the label file is empty")
 def labels_empty_file(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = _only_training_2017(tmp)
     _isic2017_gt(root, "")
@@ -456,7 +456,7 @@ def labels_empty_file(tmp, ctx):
 
 @case("labels", "label file with a header and no rows", "`IngestError`: no usable image (0 listed)")
 def labels_header_only(tmp, ctx):
-    from melanoma.datasets.ingest import IngestError
+    from melanoma.data.ingest import IngestError
 
     root = _only_training_2017(tmp / "r")
     _isic2017_gt(root, "image_id,melanoma,seborrheic_keratosis\n")
@@ -506,7 +506,7 @@ def labels_isic2016_header(tmp, ctx):
 
 @case("labels", "ISIC 2016 training label `maybe`", "`LabelFileError` naming the column")
 def labels_isic2016_bad(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = R.make_isic2016(tmp)
     R.write_csv(root / "ISBI2016_ISIC_Part3_Training_GroundTruth.csv", None, [[R.isic_id(0), "maybe"]])
@@ -553,7 +553,7 @@ def labels_isic2019_no_class(tmp, ctx):
 
 @case("labels", "one-hot value `2`", "`LabelFileError` naming the column")
 def labels_onehot_two(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = R.make_isic2018(tmp, rows_override={"Training": lambda rows: [[rows[0][0], "2"] + rows[0][2:]] + rows[1:]})
     raises(LabelFileError, "column 'MEL' has unknown label value", parse, "isic2018", root)
@@ -561,7 +561,7 @@ def labels_onehot_two(tmp, ctx):
 
 @case("labels", "one-hot bad row with `--strict`", "`BadImageError` naming the row")
 def labels_onehot_strict(tmp, ctx):
-    from melanoma.datasets.ingest import BadImageError
+    from melanoma.data.ingest import BadImageError
 
     root = R.make_isic2018(tmp / "r", rows_override={"Training": lambda rows: [[rows[0][0]] + ["0.0"] * 7] + rows[1:]})
     raises(BadImageError, "no-class", ingest, "isic2018", root, tmp / "w", strict=True)
@@ -569,7 +569,7 @@ def labels_onehot_strict(tmp, ctx):
 
 @case("labels", "ISIC 2020 `target` and `benign_malignant` disagree", "`LabelFileError` naming the images")
 def labels_isic2020_disagree(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = R.make_isic2020(tmp)
     gt = root / "ISIC_2020_Training_GroundTruth.csv"
@@ -590,7 +590,7 @@ def labels_isic2020_unknown_pairs(tmp, ctx):
 
 @case("labels", "ISIC 2020 duplicates file missing a column", "`LabelFileError` naming file and column")
 def labels_isic2020_dups_column(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = R.make_isic2020(tmp)
     R.write_csv(root / "ISIC_2020_Training_Duplicates.csv", ["image_name_1"], [[R.isic_id(7000)]])
@@ -599,7 +599,7 @@ def labels_isic2020_dups_column(tmp, ctx):
 
 @case("labels", "HAM10000 unknown `dx`", "`LabelFileError` naming the values")
 def labels_ham_dx(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = R.make_ham10000(tmp)
     p = root / "HAM10000_metadata.csv"
@@ -609,7 +609,7 @@ def labels_ham_dx(tmp, ctx):
 
 @case("labels", "PAD-UFES-20 unknown `diagnostic`", "`LabelFileError` naming the values")
 def labels_pad_diag(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = R.make_pad_ufes_20(tmp)
     p = root / "metadata.csv"
@@ -619,7 +619,7 @@ def labels_pad_diag(tmp, ctx):
 
 @case("labels", "PAD-UFES-20 `img_id` listed twice", "`LabelFileError` naming the id")
 def labels_pad_dup(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = R.make_pad_ufes_20(tmp)
     p = root / "metadata.csv"
@@ -642,7 +642,7 @@ def labels_derm7pt_case(tmp, ctx):
 
 @case("labels", "derm7pt index out of range", "`LabelFileError` naming the index file")
 def labels_derm7pt_index_range(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = R.make_derm7pt(tmp)
     R.write_csv(root / "release_v0" / "meta" / "test_indexes.csv", ["indexes"], [[99]])
@@ -651,7 +651,7 @@ def labels_derm7pt_index_range(tmp, ctx):
 
 @case("labels", "derm7pt row in two index files", "`LabelFileError` naming the row")
 def labels_derm7pt_index_twice(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = R.make_derm7pt(tmp)
     R.write_csv(root / "release_v0" / "meta" / "test_indexes.csv", ["indexes"], [[0]])
@@ -660,7 +660,7 @@ def labels_derm7pt_index_twice(tmp, ctx):
 
 @case("labels", "derm7pt index `x`", "`LabelFileError`")
 def labels_derm7pt_index_text(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = R.make_derm7pt(tmp)
     R.write_csv(root / "release_v0" / "meta" / "test_indexes.csv", ["indexes"], [["x"]])
@@ -669,7 +669,7 @@ def labels_derm7pt_index_text(tmp, ctx):
 
 @case("labels", "derm7pt image listed by two cases", "`LabelFileError` naming the image")
 def labels_derm7pt_same_image(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = R.make_derm7pt(tmp, derm=lambda i, rel: "Aaa/Aaa000.jpg" if i == 1 else rel)
     raises(LabelFileError, "listed twice.*Aaa000", parse, "derm7pt", root)
@@ -677,7 +677,7 @@ def labels_derm7pt_same_image(tmp, ctx):
 
 @case("labels", "PH2 xlsx without its header row", "`LabelFileError`")
 def labels_ph2_xlsx_no_header(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     pd.DataFrame([["legend"], ["more legend"]]).to_excel(tmp / "PH2_dataset.xlsx", header=False, index=False)
     raises(LabelFileError, "Image Name", parse, "ph2", tmp)
@@ -685,7 +685,7 @@ def labels_ph2_xlsx_no_header(tmp, ctx):
 
 @case("labels", "PH2 xlsx row with two `X` marks", "`LabelFileError` naming the image")
 def labels_ph2_two_marks(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     rows = [["legend", "", "", ""]] * 3 + [["Image Name", "Common Nevus", "Atypical Nevus", "Melanoma"],
                                            ["IMD000", "X", "", "X"]]
@@ -695,7 +695,7 @@ def labels_ph2_two_marks(tmp, ctx):
 
 @case("labels", "PH2 txt without a `Clinical Diagnosis` header", "`LabelFileError`")
 def labels_ph2_txt_header(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     (tmp / "PH2_dataset.txt").write_text("|| Name || Other ||\n|| IMD000 || 1 ||\n")
     raises(LabelFileError, "Clinical Diagnosis", parse, "ph2", tmp)
@@ -703,7 +703,7 @@ def labels_ph2_txt_header(tmp, ctx):
 
 @case("labels", "PH2 txt diagnosis code `5`", "`LabelFileError` naming the value")
 def labels_ph2_txt_code(tmp, ctx):
-    from melanoma.datasets.manifest import LabelFileError
+    from melanoma.data.manifest import LabelFileError
 
     root = R.make_ph2(tmp)
     p = root / "PH2_dataset.txt"
@@ -763,7 +763,7 @@ def labels_class_subfolder(tmp, ctx):
 @case("labels", "every listed image missing", "`IngestError` naming the counts, the first reasons and "
       "`report.json` (written); no manifest")
 def labels_all_missing(tmp, ctx):
-    from melanoma.datasets.ingest import IngestError
+    from melanoma.data.ingest import IngestError
 
     root = _only_training_2017(tmp / "r")
     shutil.rmtree(root / "ISIC-2017_Training_Data")
@@ -775,7 +775,7 @@ def labels_all_missing(tmp, ctx):
 
 @case("labels", "every image undecodable", "`IngestError` with the reasons; `report.json` lists each file")
 def labels_all_bad(tmp, ctx):
-    from melanoma.datasets.ingest import IngestError
+    from melanoma.data.ingest import IngestError
 
     root = _only_training_2017(tmp / "r")
     for p in (root / "ISIC-2017_Training_Data").iterdir():
@@ -786,7 +786,7 @@ def labels_all_bad(tmp, ctx):
 
 @case("labels", "re-ingest of a release that lost every image", "the stale manifest is removed, not trained on")
 def labels_stale_manifest(tmp, ctx):
-    from melanoma.datasets.ingest import IngestError
+    from melanoma.data.ingest import IngestError
 
     root = _only_training_2017(tmp / "r")
     ingest("isic2017", root, tmp / "w")
@@ -931,7 +931,7 @@ def paths_dangling(tmp, ctx):
 
 @case("paths", "a path outside the release with `--strict`", "`BadImageError` naming it")
 def paths_strict(tmp, ctx):
-    from melanoma.datasets.ingest import BadImageError
+    from melanoma.data.ingest import BadImageError
 
     root = R.make_derm7pt(tmp / "rel", derm=lambda i, rel: "/etc/passwd" if i == 1 else rel)
     raises(BadImageError, "outside-root", ingest, "derm7pt", root, tmp / "w", strict=True)
@@ -999,8 +999,8 @@ def dup_pad_parts(tmp, ctx):
 @case("ingest", "disk full while caching images", "`IngestError`: the disk is full, where, what to do; "
       "no partial file kept")
 def ingest_disk_full(tmp, ctx):
-    from melanoma.cache import ImageCache
-    from melanoma.datasets.ingest import IngestError
+    from melanoma.data.cache import ImageCache
+    from melanoma.data.ingest import IngestError
 
     root = R.make_mednode(tmp / "r")
 
@@ -1014,7 +1014,7 @@ def ingest_disk_full(tmp, ctx):
 
 @case("ingest", "disk full while writing the manifest (CLI)", "exit 2, one line, no traceback")
 def ingest_disk_full_cli(tmp, ctx):
-    import melanoma.datasets.ingest as ing
+    import melanoma.data.ingest as ing
 
     root = R.make_mednode(tmp / "r")
 
@@ -1048,7 +1048,7 @@ def ingest_all_skip(tmp, ctx):
 
 @case("ingest", "`ingest --all` with two spellings of one release (`isic2017/`, `ISIC2017/`)", "error naming both")
 def ingest_all_twice(tmp, ctx):
-    from melanoma.datasets.ingest import IngestError, ingest_all
+    from melanoma.data.ingest import IngestError, ingest_all
 
     _only_training_2017(tmp / "data" / "isic2017")
     _only_training_2017(tmp / "data" / "ISIC2017")
@@ -1057,7 +1057,7 @@ def ingest_all_twice(tmp, ctx):
 
 @case("ingest", "`ingest --all` on a folder with no release", "`FileNotFoundError`")
 def ingest_all_none(tmp, ctx):
-    from melanoma.datasets.ingest import ingest_all
+    from melanoma.data.ingest import ingest_all
 
     raises(FileNotFoundError, "no release folders", ingest_all, tmp, tmp / "w")
 
@@ -1071,7 +1071,7 @@ def ingest_unknown_dataset(tmp, ctx):
 @case("ingest", "a release changed after ingest (image deleted, label changed)",
       "its fingerprint changes: `report.json` and `WORK/<name>/release.json` record it")
 def ingest_fingerprint_changes(tmp, ctx):
-    from melanoma.datasets.fingerprint import fingerprint, update_stamp
+    from melanoma.data.fingerprint import fingerprint, update_stamp
 
     root = R.make_mednode(tmp / "r")
     _, r = ingest("mednode", root, tmp / "w")
@@ -1091,7 +1091,7 @@ def ingest_fingerprint_changes(tmp, ctx):
 
 @case("ingest", "a label file edited in place (same size)", "the fingerprint changes (mtime)")
 def ingest_fingerprint_edit(tmp, ctx):
-    from melanoma.datasets.fingerprint import fingerprint
+    from melanoma.data.fingerprint import fingerprint
 
     root = _only_training_2017(tmp)
     a = fingerprint(root)
@@ -1104,7 +1104,7 @@ def ingest_fingerprint_edit(tmp, ctx):
 # ============================================================================= run parameters
 
 def _bad_param(ctx, match, **kw):
-    from melanoma.params import ParamError
+    from melanoma.train.params import ParamError
 
     raises(ParamError, match, _params, ctx.work, ctx.work / "x", **kw)
 
@@ -1141,7 +1141,7 @@ for _id, _kw, _match, _input in [
 
 @case("params", "work folder that does not exist", "`ParamError` telling to run `melanoma ingest`")
 def params_missing_work(tmp, ctx):
-    from melanoma.params import ParamError
+    from melanoma.train.params import ParamError
 
     raises(ParamError, "run `melanoma ingest` first", _params, tmp / "nowhere", tmp / "x")
 
@@ -1164,7 +1164,7 @@ def params_cli_empty_eval(tmp, ctx):
 @case("params", "params YAML with a Python tag (`!!python/object/apply:os.system`)",
       "`ParamError` naming file and line; nothing is executed")
 def params_yaml_python_tag(tmp, ctx):
-    from melanoma.params import ParamError, TrainParams
+    from melanoma.train.params import ParamError, TrainParams
 
     p = tmp / "p.yaml"
     p.write_text(f"model: !!python/object/apply:os.system ['touch {tmp}/pwned']\n")
@@ -1174,7 +1174,7 @@ def params_yaml_python_tag(tmp, ctx):
 
 @case("params", "params YAML with a syntax error", "`ParamError` naming file, line and column")
 def params_yaml_syntax(tmp, ctx):
-    from melanoma.params import ParamError, TrainParams
+    from melanoma.train.params import ParamError, TrainParams
 
     p = tmp / "p.yaml"
     p.write_text("model: meshnet\ntrain: [B, C\n")
@@ -1183,7 +1183,7 @@ def params_yaml_syntax(tmp, ctx):
 
 @case("params", "params YAML holding a list", "`ParamError`: a mapping is expected")
 def params_yaml_list(tmp, ctx):
-    from melanoma.params import ParamError, TrainParams
+    from melanoma.train.params import ParamError, TrainParams
 
     p = tmp / "p.yaml"
     p.write_text("- model\n- meshnet\n")
@@ -1202,7 +1202,7 @@ def params_cli_yaml(tmp, ctx):
 # ============================================================================= grid files
 
 def _bad_grid(tmp, text, match):
-    from melanoma.params import ParamError
+    from melanoma.train.params import ParamError
 
     raises(ParamError, match, _load_grid, _grid(tmp, text))
 
@@ -1245,7 +1245,7 @@ for _id, _text, _match, _input in [
 
 @case("grid", "grid YAML with a Python tag", "`ParamError` naming file and line; nothing executed")
 def grid_python_tag(tmp, ctx):
-    from melanoma.params import ParamError
+    from melanoma.train.params import ParamError
 
     p = tmp / "g.yaml"
     p.write_text(f"name: !!python/object/apply:os.system ['touch {tmp}/pwned']\n" + GOOD)
@@ -1255,7 +1255,7 @@ def grid_python_tag(tmp, ctx):
 
 @case("grid", "grid YAML with a syntax error", "`ParamError` naming file, line and column")
 def grid_syntax(tmp, ctx):
-    from melanoma.params import ParamError
+    from melanoma.train.params import ParamError
 
     p = tmp / "g.yaml"
     p.write_text("name: g\nmodels: [meshnet\n")
@@ -1264,7 +1264,7 @@ def grid_syntax(tmp, ctx):
 
 @case("grid", "grid file holding a list", "`ParamError`: a grid file is a mapping")
 def grid_list(tmp, ctx):
-    from melanoma.params import ParamError
+    from melanoma.train.params import ParamError
 
     p = tmp / "g.yaml"
     p.write_text("- models\n- meshnet\n")
@@ -1273,7 +1273,7 @@ def grid_list(tmp, ctx):
 
 @case("grid", "`data: ${DATA_ROOT}` with DATA_ROOT unset", "`ParamError` telling to set DATA_ROOT")
 def grid_data_root_unset(tmp, ctx):
-    from melanoma.params import ParamError
+    from melanoma.train.params import ParamError
 
     ctx.monkeypatch.delenv("DATA_ROOT", raising=False)
     p = tmp / "g.yaml"
@@ -1314,7 +1314,7 @@ def _restarts_after(ctx, tmp, damage):
     ck = tmp / "run" / "checkpoint.pt"
     damage(ck)
     logs = []
-    from melanoma.train import train_run
+    from melanoma.train.recipe import train_run
 
     out = train_run(p, progress=False, log=logs.append)
     run = json.loads((out / "run.json").read_text())
@@ -1364,7 +1364,7 @@ def checkpoint_wrong_shapes(tmp, ctx):
 def checkpoint_resume(tmp, ctx):
     p = _killed_run(ctx, tmp)
     logs = []
-    from melanoma.train import train_run
+    from melanoma.train.recipe import train_run
 
     train_run(p, progress=False, log=logs.append)
     assert any("resuming after epoch 1" in l for l in logs)
@@ -1399,7 +1399,7 @@ def workers_identical(tmp, ctx):
 # ============================================================================= one writer per grid
 
 def _holder(grid: Path, tmp: Path) -> subprocess.Popen:
-    code = ("import sys, time; from melanoma.pipeline import grid_lock\n"
+    code = ("import sys, time; from melanoma.pipeline.runner import grid_lock\n"
             f"with grid_lock({str(grid)!r}):\n    open({str(tmp / 'held')!r}, 'w').close(); time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
     for _ in range(300):
@@ -1413,7 +1413,7 @@ def _holder(grid: Path, tmp: Path) -> subprocess.Popen:
 @case("one writer", "a second run on a grid while the first is alive",
       "`GridBusyError` naming the owner's pid and command; nothing is unlocked")
 def lock_second_run(tmp, ctx):
-    from melanoma.pipeline import GridBusyError, grid_lock
+    from melanoma.pipeline.runner import GridBusyError, grid_lock
 
     g = _grid(tmp, GOOD)
     p = _holder(g, tmp)
@@ -1430,7 +1430,7 @@ def lock_second_run(tmp, ctx):
 
 @case("one writer", "the lock of a run that was SIGKILLed", "taken over by the next run (its owner is dead)")
 def lock_stale(tmp, ctx):
-    from melanoma.pipeline import grid_lock
+    from melanoma.pipeline.runner import grid_lock
 
     g = _grid(tmp, GOOD)
     p = _holder(g, tmp)
@@ -1443,7 +1443,7 @@ def lock_stale(tmp, ctx):
 @case("one writer", "Snakemake's lock while a Snakemake process works in the repository",
       "left alone (`--unlock` would remove every grid's locks)")
 def lock_live_snakemake(tmp, ctx):
-    from melanoma.pipeline import live_snakemakes, unlock
+    from melanoma.pipeline.runner import live_snakemakes, unlock
 
     fake = tmp / "bin" / "snakemake"
     fake.parent.mkdir()
@@ -1465,7 +1465,7 @@ def lock_live_snakemake(tmp, ctx):
 @case("one writer", "a killed head's Snakemake lock while its cluster jobs' Snakemakes (`--nolock`) run on",
       "not counted as live writers (they hold no lock): the lock is removed, so the rerun can resume")
 def lock_cluster_jobs_running(tmp, ctx):
-    from melanoma.pipeline import live_snakemakes, unlock_with
+    from melanoma.pipeline.runner import live_snakemakes, unlock_with
 
     fake = tmp / "bin" / "snakemake"
     fake.parent.mkdir()

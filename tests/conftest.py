@@ -41,7 +41,7 @@ def realdata(sub: str) -> Path:
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> Path:
     """SYNTHETIC replicas of all 11 releases (small scale), written once per test session."""
-    from melanoma.datasets.synthetic import write_replicas
+    from melanoma.data.synthetic import write_replicas
 
     out = tmp_path_factory.mktemp("synthetic")
     write_replicas(out, scale=0.5, seed=0)
@@ -51,7 +51,7 @@ def synth_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synth_work(synth_data, tmp_path_factory) -> Path:
     """The synthetic replicas ingested (manifests + image cache)."""
-    from melanoma.datasets.ingest import ingest_all
+    from melanoma.data.ingest import ingest_all
 
     work = tmp_path_factory.mktemp("work")
     ingest_all(synth_data, work, progress=False)
@@ -61,8 +61,8 @@ def synth_work(synth_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def web_run(synth_work, tmp_path_factory) -> Path:
     """A tiny finished run for the web model's export and browser tests: MeshNet, 64 px, 1 epoch."""
-    from melanoma.params import TrainParams
-    from melanoma.train import train_run
+    from melanoma.train.params import TrainParams
+    from melanoma.train.recipe import train_run
 
     out = tmp_path_factory.mktemp("web_run") / "meshnet__B"
     p = TrainParams.from_dict(dict(work=str(synth_work), out=str(out), model="meshnet", weights="none",
@@ -74,7 +74,7 @@ def web_run(synth_work, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def web_model(web_run, tmp_path_factory) -> Path:
     """``web_run`` exported: a folder with model.onnx and model.json."""
-    from melanoma.export import export_run
+    from melanoma.report.export import export_run
 
     out = tmp_path_factory.mktemp("web_model")
     export_run(web_run, out)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from melanoma.book import paper_tables
-from melanoma.report import fmt, fmt_ci
+from melanoma.report.book import paper_tables
+from melanoma.report.summary import fmt, fmt_ci
 
 
 def test_formatting():
@@ -30,7 +30,7 @@ def test_aurc_table_without_bootstrap_columns():
     """A grid whose runs had no bootstrap (or no rejection at all) still renders the AURC table."""
     import pandas as pd
 
-    from melanoma.book import aurc_table
+    from melanoma.report.book import aurc_table
 
     base = {"phase": ["before", "after"], "eval_set": ["isic2017"] * 2, "model": ["m"] * 2,
             "train": ["B"] * 2, "run_id": ["m__B"] * 2}
@@ -50,7 +50,7 @@ def _flagged_grid(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from melanoma import evaluate
+    from melanoma.evaluate import steps as evaluate
     from melanoma.io import write_json
 
     from .conftest import logit_scores, prediction_rows
@@ -77,10 +77,11 @@ def _flagged_grid(tmp_path):
 def test_flagged_rejection_in_summary_tables_and_captions(tmp_path, monkeypatch):
     import pandas as pd
 
-    from melanoma import book, report
+    from melanoma.report import book
+    from melanoma.report import summary
 
     grid, rd = _flagged_grid(tmp_path)
-    s = pd.DataFrame(report.run_rows(grid, "m__B", rd))
+    s = pd.DataFrame(summary.run_rows(grid, "m__B", rd))
     f17 = s[(s["eval_set"] == "isic2017") & s["phase"].isin(["before", "after"])]
     assert f17["flagged"].all() and "low-coverage" in f17["flags"].iloc[0]
     assert "test coverage" in f17[f17["phase"] == "after"]["rejection_note"].iloc[0]
@@ -100,7 +101,7 @@ def test_flagged_rejection_in_summary_tables_and_captions(tmp_path, monkeypatch)
     assert list(flagged["Test set"]) == ["ISIC2017"] and "test coverage" in flagged["Flag"].iloc[0]
     cov = t1["Coverage val / test"].iloc[0]
     a18 = s[(s["eval_set"] == "isic2018") & (s["phase"] == "after")].iloc[0]
-    assert cov == f"{report.fmt(a18['val_coverage'], digits=0)} / {report.fmt(a18['test_coverage'], digits=0)}"
+    assert cov == f"{summary.fmt(a18['val_coverage'], digits=0)} / {summary.fmt(a18['test_coverage'], digits=0)}"
     # the captions say it, from the numbers
     monkeypatch.setattr(book, "GEN", tmp_path / "gen")
     book.GEN.mkdir()
@@ -124,7 +125,7 @@ def test_flagged_rejection_in_summary_tables_and_captions(tmp_path, monkeypatch)
 def test_table1_cells_carry_bootstrap_brackets():
     import pandas as pd
 
-    from melanoma.book import _both_ci
+    from melanoma.report.book import _both_ci
 
     b = pd.Series({"precision": 0.5, "precision_low": 0.4, "precision_high": 0.6})
     a = pd.Series({"precision": 0.7, "precision_low": float("nan"), "precision_high": 0.8})
@@ -134,7 +135,7 @@ def test_table1_cells_carry_bootstrap_brackets():
 def test_table2_says_a_word_on_an_auc_below_chance():
     import pandas as pd
 
-    from melanoma.book import table2_notes
+    from melanoma.report.book import table2_notes
 
     lb = pd.DataFrame({"run_id": ["resnet18__E", "m__B"], "auc": [0.073, 0.91], "n": [60, 60],
                        "n_melanoma": [5, 5], "synthetic": [True, True]})
@@ -147,7 +148,7 @@ def test_table2_says_a_word_on_an_auc_below_chance():
 
 @pytest.mark.parametrize("repo", ["/work/main", "/tmp/x", "/tmp/ci/work/main", "/builds/results/clone"])
 def test_scrub_paths_leaves_no_absolute_machine_path(monkeypatch, repo):
-    import melanoma.book as book
+    import melanoma.report.book as book
 
     REPO = Path(repo)
     monkeypatch.setattr(book, "REPO", REPO)
@@ -163,7 +164,7 @@ def test_scrub_paths_leaves_no_absolute_machine_path(monkeypatch, repo):
 def test_fold_hides_code_and_removes_parameter_cells():
     import nbformat
 
-    from melanoma.book import fold
+    from melanoma.report.book import fold
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t"), nbformat.v4.new_code_cell("x = 1"),
                                          nbformat.v4.new_code_cell("page.table1()")])
@@ -204,7 +205,7 @@ def test_make_demo_installs_or_finds_the_browser_first():
     pipeline, so the book it builds has Fig. 2; `make serve` serves the built book."""
     import subprocess
 
-    from melanoma.grid import REPO
+    from melanoma.pipeline.grid import REPO
 
     out = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True,
                          text=True).stdout

@@ -1,4 +1,4 @@
-"""Resume on a cluster without a cluster: melanoma.cluster against a stand-in `squeue`, and
+"""Resume on a cluster without a cluster: melanoma.pipeline.cluster against a stand-in `squeue`, and
 workflow/slurm/local-cluster.sh's refusal to signal a process it did not start."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from melanoma.cluster import earlier_jobs, job_comment, wait_for_earlier_jobs
+from melanoma.pipeline.cluster import earlier_jobs, job_comment, wait_for_earlier_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 

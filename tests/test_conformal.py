@@ -1,4 +1,4 @@
-"""melanoma.conformal: conformal sets (their guarantee, checked over many seeds on a known
+"""melanoma.evaluate.conformal: conformal sets (their guarantee, checked over many seeds on a known
 distribution), the finite-sample slack, SGR's bound, and the side-by-side comparison."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from melanoma import conformal as C
+from melanoma.evaluate import conformal as C
 
 
 def draw(rng, n, prevalence=0.3):
@@ -111,7 +111,7 @@ def test_sgr_bound_holds_over_many_seeds():
     most delta of the calibration draws (plus sampling error)."""
     target, delta = 0.1, 0.1
     big_y, big_p = draw(np.random.default_rng(10_000), 200_000)
-    from melanoma.uncertainty import entropy
+    from melanoma.evaluate.uncertainty import entropy
 
     H = entropy(big_p)
     err = (big_p > 0.5) != (big_y == 1)
@@ -140,7 +140,7 @@ def test_compare_methods_keeps_the_conformal_promise_on_exchangeable_data():
     rng = np.random.default_rng(3)
     yv, pv = draw(rng, 600)
     yt, pt = draw(rng, 3000)
-    from melanoma.uncertainty import entropy, relative_threshold
+    from melanoma.evaluate.uncertainty import entropy, relative_threshold
 
     keep = entropy(pt) <= relative_threshold(pv, 0.1)
     r = C.compare_methods(yv, pv, yt, pt, entropy_keep=keep, alpha=0.1, B=100)

@@ -1,4 +1,4 @@
-"""Where things go (melanoma.home) and the notebooks' one default recipe (melanoma.defaults)."""
+"""Where things go (melanoma.home) and the notebooks' one default recipe (melanoma.pipeline.defaults)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from melanoma import defaults, home
+from melanoma import home
+from melanoma.pipeline import defaults
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,7 +91,8 @@ def test_notebook_helpers_for_tables_and_learning_curves():
     """The blocks the notebooks no longer hold: the learning curves figure and the confusion table."""
     import pandas as pd
 
-    from melanoma import evaluate, plots
+    from melanoma.evaluate import steps as evaluate
+    from melanoma.report import plots
 
     h = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.7, 0.5, 0.4], "val_loss": [0.7, 0.6, 0.65],
                       "train_accuracy": [0.5, 0.7, 0.8], "val_accuracy": [0.5, 0.6, 0.6], "val_auc": [0.5, 0.7, 0.7]})

@@ -1,4 +1,4 @@
-"""melanoma.evaluate: metrics.json / rejection.json on a run directory built by hand (no training)."""
+"""melanoma.evaluate.steps: metrics.json / rejection.json on a run directory built by hand (no training)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, brier_score_loss, precision_score, recall_score, roc_auc_score
 
-from melanoma import evaluate
+from melanoma.evaluate import steps as evaluate
 from melanoma.cli import main
 from melanoma.io import write_json
-from melanoma.uncertainty import entropy
+from melanoma.evaluate.uncertainty import entropy
 
 from .conftest import logit_scores, prediction_rows
 from .runs import make_run
@@ -324,7 +324,7 @@ def test_cli_calibrate_and_reject(run_dir, capsys):
 
 def test_absolute_grid_above_the_two_class_maximum_is_an_error(tmp_path):
     """A grid value above 1 bit (e.g. "0:1:0.02" misread as the number 60.02) retains everything."""
-    from melanoma.evaluate import reject_run
+    from melanoma.evaluate.steps import reject_run
 
     run_dir = make_run(tmp_path / "run")
     with pytest.raises(ValueError, match="two-class maximum"):

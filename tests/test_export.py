@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from melanoma.export import (CLASSES, DEFAULT_THRESHOLD, ORT_FILES, PAGE_FILES, assemble_site,
+from melanoma.report.export import (CLASSES, DEFAULT_THRESHOLD, ORT_FILES, PAGE_FILES, assemble_site,
                              check_parity, preprocess_spec, rejection_threshold, run_test_metrics)
-from melanoma.models import model_config
+from melanoma.train.models import model_config
 
 MODEL_JSON_KEYS = {
     "format_version", "model", "run_id", "train", "train_label", "datasets", "weights", "freeze",
@@ -73,9 +73,9 @@ def test_onnx_scores_like_the_run(web_run, web_model):
     import pandas as pd
     import yaml
 
-    from melanoma.cache import ImageCache
-    from melanoma.datasets.dedup import eval_frame
-    from melanoma.transforms import eval_transform
+    from melanoma.data.cache import ImageCache
+    from melanoma.data.dedup import eval_frame
+    from melanoma.train.transforms import eval_transform
 
     meta = json.loads((web_model / "model.json").read_text())
     pre = meta["preprocess"]
@@ -159,7 +159,7 @@ def test_preprocess_spec_follows_params():
 
 def test_export_refuses_an_unfinished_run(tmp_path, capsys):
     from melanoma.cli import main
-    from melanoma.export import export_run
+    from melanoma.report.export import export_run
 
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         export_run(tmp_path, tmp_path / "out")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from melanoma.datasets import parse_combo
-from melanoma.grid import expand, groups, load_grid, run_id
-from melanoma.params import ParamError
+from melanoma.data.registry import parse_combo
+from melanoma.pipeline.grid import expand, groups, load_grid, run_id
+from melanoma.train.params import ParamError
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from melanoma.group import train_members
-from melanoma.models import build_model
-from melanoma.params import ParamError, TrainParams
-from melanoma.sharedpass import GroupedModel, per_run_paths
-from melanoma.train import train_run
+from melanoma.train.group import train_members
+from melanoma.train.models import build_model
+from melanoma.train.params import ParamError, TrainParams
+from melanoma.train.sharedpass import GroupedModel, per_run_paths
+from melanoma.train.recipe import train_run
 
 
 def _p(work, out, **kw):
@@ -130,7 +130,7 @@ def test_a_single_dataloader_run_trains_alone_and_is_kept_once_finished(synth_wo
 
 
 def test_group_checks_all_its_images_against_free_memory_at_once(synth_work, tmp_path, monkeypatch):
-    from melanoma import resident
+    from melanoma.train import resident
 
     monkeypatch.setattr(resident, "available_bytes", lambda device: 10_000)
     with pytest.raises(resident.ResidentMemoryError, match=r"resident images of 2 run\(s\) of resnet18"):

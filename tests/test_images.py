@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from melanoma.images import ImageError, open_image, pixel_hash, resize_shorter
+from melanoma.data.images import ImageError, open_image, pixel_hash, resize_shorter
 
 
 def _png_header_bomb(w: int, h: int) -> bytes:

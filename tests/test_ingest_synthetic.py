@@ -9,10 +9,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from melanoma.datasets import SHORT_NAMES
-from melanoma.datasets.dedup import find_duplicates
-from melanoma.datasets.ingest import ingest_dataset
-from melanoma.datasets.manifest import MANIFEST_COLUMNS, make_val_split, read_manifest
+from melanoma.data.registry import SHORT_NAMES
+from melanoma.data.dedup import find_duplicates
+from melanoma.data.ingest import ingest_dataset
+from melanoma.data.manifest import MANIFEST_COLUMNS, make_val_split, read_manifest
 
 
 @pytest.mark.parametrize("short", SHORT_NAMES)
@@ -93,7 +93,7 @@ def test_planted_duplicates_are_found(synth_data, synth_work):
 
 
 def test_leakage_dropped_from_training(synth_work):
-    from melanoma.datasets.combine import combine
+    from melanoma.data.combine import combine
 
     c = combine(synth_work, "A-E,J", ["isic2017", "isic2018"])
     assert c.removed["train"] > 0

@@ -1,4 +1,4 @@
-"""Tests of melanoma.metrics against scikit-learn, torchmetrics and the official ISIC scorer,
+"""Tests of melanoma.evaluate.metrics against scikit-learn, torchmetrics and the official ISIC scorer,
 hand-computed cases, shared invariants, edge cases and input validation."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 import sklearn.metrics as skm
 from sklearn.calibration import calibration_curve
 
-from melanoma import metrics as M
-from melanoma.metrics import MetricUndefinedWarning
+from melanoma.evaluate import metrics as M
+from melanoma.evaluate.metrics import MetricUndefinedWarning
 
 # every scalar metric of the module, with its default arguments
 THRESHOLDED = {

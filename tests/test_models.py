@@ -1,4 +1,4 @@
-"""melanoma.models: every model builds, heads, freeze policies, backbone/head split, weights."""
+"""melanoma.train.models: every model builds, heads, freeze policies, backbone/head split, weights."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from melanoma.models import (WeightsUnavailableError, available_models, build_model, extra_models,
+from melanoma.train.models import (WeightsUnavailableError, available_models, build_model, extra_models,
                              model_config, paper_models, set_train_mode, split_backbone_head,
                              trainable_summary)
 
@@ -187,7 +187,7 @@ def test_efficientnet_lite0_real_weights_offline(tmp_path, monkeypatch):
     from sklearn.datasets import load_sample_image
     from torchvision.models import MobileNet_V3_Small_Weights
 
-    from melanoma.transforms import eval_transform
+    from melanoma.train.transforms import eval_transform
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("MELANOMA_OFFLINE", "1")

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from melanoma.nbrun import claim_gpu, run_notebook
+from melanoma.pipeline.nbrun import claim_gpu, run_notebook
 
 pytestmark = pytest.mark.slow
 

@@ -34,7 +34,7 @@ def test_notebook_committed_without_outputs(name):
     assert all(not c.outputs and c.execution_count is None for c in code)
     params = [ln for ln in code[0].source.splitlines() if ln.strip() and not ln.startswith("# ---")]
     assert all("=" in ln and "#" in ln.split("=", 1)[1] for ln in params), "every parameter: default + comment"
-    assert 'run_dir: str = ""' in code[0].source  # empty: the default run (melanoma.defaults)
+    assert 'run_dir: str = ""' in code[0].source  # empty: the default run (melanoma.pipeline.defaults)
 
 
 @pytest.mark.slow
@@ -106,7 +106,7 @@ def test_train_notebook_runs_a_group_job_with_one_status_per_run(synth_work, tmp
     pytest.importorskip("papermill")
     from melanoma.cli import main
     from melanoma.io import read_json, write_yaml
-    from melanoma.params import TrainParams
+    from melanoma.train.params import TrainParams
 
     files, statuses = [], []
     for combo in ("B", "E"):
@@ -162,7 +162,7 @@ def test_every_parameter_is_typed_and_described_for_papermill(name):
 
 @pytest.mark.parametrize("name", ORDER)
 def test_notebooks_stay_thin(name):
-    """No figure drawn inline (plots come from melanoma.plots) and no block of 10 lines or more."""
+    """No figure drawn inline (plots come from melanoma.report.plots) and no block of 10 lines or more."""
     code = _code(nbformat.read(NOTEBOOKS / name, as_version=4))
     for cell in code[1:]:
         lines = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.strip().startswith("#")]
@@ -183,7 +183,7 @@ def _check_home(home: Path, executed: dict[str, Path]) -> None:
     run = work / "runs" / "example"
     for f in ("run.json", "metrics.json", "rejection.json", "03_calibrate.params.yaml", "04_reject.params.yaml"):
         assert (run / f).is_file(), f
-    from melanoma.defaults import train_params
+    from melanoma.pipeline.defaults import train_params
     from melanoma.io import read_json, read_yaml
 
     (recipe,) = train_params(work)  # the one recipe, as the notebooks make it
@@ -241,10 +241,10 @@ def test_notebooks_run_in_order_with_defaults_on_an_empty_home(tmp_path):
 
 
 def test_notebook_02_defaults_are_the_default_recipe():
-    """One recipe: what 02 trains with its defaults is the run 03 and 04 use (melanoma.defaults.RECIPE)."""
+    """One recipe: what 02 trains with its defaults is the run 03 and 04 use (melanoma.pipeline.defaults.RECIPE)."""
     import ast
 
-    from melanoma.defaults import RECIPE
+    from melanoma.pipeline.defaults import RECIPE
 
     cell = _parameters_cell(nbformat.read(NOTEBOOKS / "02_train.ipynb", as_version=4))
     values = {n.target.id: ast.literal_eval(n.value) for n in ast.parse(cell.source).body}

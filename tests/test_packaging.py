@@ -208,7 +208,7 @@ def test_non_editable_install_carries_the_workflow_and_notebooks(tmp_path):
     r = py("-m", "melanoma.cli", "grid", "expand", "params/demo.yaml")
     assert r.returncode == 0 and "efficientnet_lite0__B" in r.stdout.split(), r.stderr
     assert (cwd / "results" / "demo" / "params" / "efficientnet_lite0__B.yaml").is_file()
-    r = py("-c", "from melanoma.book import BOOK; print(BOOK)")  # built in the home, not in the package
+    r = py("-c", "from melanoma.report.book import BOOK; print(BOOK)")  # built in the home, not in the package
     assert r.returncode == 0 and r.stdout.strip() == str(cwd / "book"), r.stdout + r.stderr
     r = subprocess.run([str(VENV_BIN / "snakemake"), "-n", "-s", str(project / "workflow" / "Snakefile"),
                         "--config", f"grid={project / 'params' / 'demo.yaml'}", "--cores", "2"],

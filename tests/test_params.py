@@ -1,4 +1,4 @@
-"""melanoma.params: validation without side effects, once per run; which runs may train together."""
+"""melanoma.train.params: validation without side effects, once per run; which runs may train together."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from melanoma import params as P
-from melanoma.params import ParamError, TrainParams, can_share_a_job, check_together, job_key
+from melanoma.train import params as P
+from melanoma.train.params import ParamError, TrainParams, can_share_a_job, check_together, job_key
 
 
 def _d(work, out, **kw):
@@ -52,7 +52,7 @@ def test_checked_validates_once_then_only_after_a_change(tmp_path, monkeypatch):
 
 def test_a_run_validates_its_parameters_once(synth_work, tmp_path, monkeypatch):
     """from_dict at the edge; train_members → train_runs → Run do not validate again."""
-    from melanoma.group import train_members
+    from melanoma.train.group import train_members
 
     calls = []
     real = TrainParams.validate
@@ -63,7 +63,7 @@ def test_a_run_validates_its_parameters_once(synth_work, tmp_path, monkeypatch):
 
 
 def test_weights_and_freeze_are_defined_once():
-    from melanoma import models
+    from melanoma.train import models
 
     assert not hasattr(P, "WEIGHTS") and not hasattr(P, "FREEZE")
     assert set(models.WEIGHTS) == {"imagenet", "none"} and set(models.FREEZE) == {"conv", "backbone", "none"}
@@ -91,7 +91,7 @@ def test_one_definition_of_runs_trained_together(tmp_path):
 def test_the_grid_packs_jobs_by_the_same_definition(tmp_path):
     """Every job of the demo grid passes check_together; runs of one model in different jobs
     differ in their job key or exceed the group size."""
-    from melanoma.grid import expand, groups, load_grid
+    from melanoma.pipeline.grid import expand, groups, load_grid
 
     g = load_grid(Path(__file__).resolve().parents[1] / "params" / "demo.yaml", work=str(tmp_path))
     runs = expand(g)

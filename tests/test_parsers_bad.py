@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from melanoma.datasets.ingest import BadImageError, ingest_dataset, parse
-from melanoma.datasets.manifest import LabelFileError
+from melanoma.data.ingest import BadImageError, ingest_dataset, parse
+from melanoma.data.manifest import LabelFileError
 
 
 def _img(p, seed=0):

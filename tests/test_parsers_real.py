@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from melanoma.datasets.dedup import find_duplicates
-from melanoma.datasets.ingest import ingest_dataset, parse
-from melanoma.datasets.manifest import MANIFEST_COLUMNS
+from melanoma.data.dedup import find_duplicates
+from melanoma.data.ingest import ingest_dataset, parse
+from melanoma.data.manifest import MANIFEST_COLUMNS
 
 from .conftest import realdata
 

@@ -1,4 +1,4 @@
-"""Tests of melanoma.plots: every function returns a Figure with the expected artists, draws
+"""Tests of melanoma.report.plots: every function returns a Figure with the expected artists, draws
 headless, and never goes through pyplot."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from melanoma import metrics as M
-from melanoma import plots as P
-from melanoma import uncertainty as U
+from melanoma.evaluate import metrics as M
+from melanoma.report import plots as P
+from melanoma.evaluate import uncertainty as U
 
 
 def outputs(seed, n=300):

@@ -1,6 +1,6 @@
 import pytest
 
-from melanoma.datasets import REGISTRY, combo_label, get, parse_combo
+from melanoma.data.registry import REGISTRY, combo_label, get, parse_combo
 
 ROOT_COMBOS = __import__("pathlib").Path(__file__).resolve().parents[1] / "params" / "paper_combinations.txt"
 

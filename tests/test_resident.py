@@ -8,9 +8,9 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from melanoma import resident as R
-from melanoma.cache import ImageCache
-from melanoma.transforms import eval_transform
+from melanoma.train import resident as R
+from melanoma.data.cache import ImageCache
+from melanoma.train.transforms import eval_transform
 
 S = 16
 

@@ -1,4 +1,4 @@
-"""Tests of the SYNTHETIC dataset replicas (:mod:`melanoma.datasets.synthetic`).
+"""Tests of the SYNTHETIC dataset replicas (:mod:`melanoma.data.synthetic`).
 
 The replicas must reproduce the official layouts of the eleven releases (``shared/spec/
 datasets.md``), hit the requested counts, be byte-for-byte deterministic, contain the planted
@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from melanoma.datasets import SHORT_NAMES
-from melanoma.datasets.synthetic import BASE_COUNTS, GENERATOR, requested_counts, write_replicas
+from melanoma.data.registry import SHORT_NAMES
+from melanoma.data.synthetic import BASE_COUNTS, GENERATOR, requested_counts, write_replicas
 
 SCALE = 0.3
 

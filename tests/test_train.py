@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from melanoma.params import ParamError, TrainParams, epochs_for
-from melanoma.loop import epoch_order
-from melanoma.train import train_run
+from melanoma.train.params import ParamError, TrainParams, epochs_for
+from melanoma.train.loop import epoch_order
+from melanoma.train.recipe import train_run
 
 
 def _params(work, out, **kw):
@@ -46,7 +46,7 @@ def test_fast_path_equals_loop_path(synth_work, tmp_path):
     assert torch.allclose(a["fc.bias"], b["fc.bias"], atol=1e-5)
     # and the head did move away from its initialisation
     torch.manual_seed(0)
-    from melanoma.models import build_model
+    from melanoma.train.models import build_model
     init = build_model("resnet18", weights="none", freeze="backbone").state_dict()
     assert not torch.allclose(a["fc.weight"], init["fc.weight"])
     pa = pd.read_parquet(fast / "predictions.parquet")
@@ -93,7 +93,7 @@ def test_run_outputs(synth_work, tmp_path):
 
 def test_learns_with_demo_settings(synth_work, tmp_path):
     """ImageNet EfficientNet-Lite0 (offline weights) + linear head beats chance clearly."""
-    from melanoma.metrics import auc
+    from melanoma.evaluate.metrics import auc
 
     out = train_run(_params(synth_work, tmp_path / "lite0", model="efficientnet_lite0", weights="imagenet",
                             freeze="backbone", train="B,C", eval_sets=["isic2017", "isic2018"],
@@ -141,8 +141,8 @@ def test_lbfgs_probe_is_sklearns_logistic_regression_at_the_chosen_C(synth_work,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from melanoma import features as F
-    from melanoma.run import load_data
+    from melanoma.train import features as F
+    from melanoma.train.run import load_data
 
     grid = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
     p = _params(synth_work, tmp_path / "probe", model="efficientnet_lite0", weights="imagenet", freeze="backbone",
@@ -195,8 +195,8 @@ def test_external_release_is_scored_whole_with_the_combinations_validation(tmp_p
     threshold/temperature come from the combination's validation split (stated in run.json)."""
     import json
 
-    from melanoma.datasets.ingest import ingest_all
-    from melanoma.datasets.synthetic import write_replicas
+    from melanoma.data.ingest import ingest_all
+    from melanoma.data.synthetic import write_replicas
 
     data = tmp_path_factory.mktemp("ph2data")
     small = tmp_path_factory.mktemp("isicdata")
@@ -227,7 +227,7 @@ def test_external_release_is_scored_whole_with_the_combinations_validation(tmp_p
                              eval_sets=["isic2017", "ph2"]), progress=False, log=_quiet)
     p2 = pd.read_parquet(out2 / "predictions.parquet")
     assert (p2[p2["eval_set"] == "ph2"]["split"] == "val").all()
-    from melanoma.evaluate import reject_run
+    from melanoma.evaluate.steps import reject_run
 
     r = reject_run(out, B=20)
     assert r["eval_sets"]["ph2"]["n_test"] == 200

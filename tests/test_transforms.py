@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from melanoma.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from melanoma.train.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 
 
 def _img(h=300, w=260, seed=0):

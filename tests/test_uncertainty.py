@@ -1,4 +1,4 @@
-"""Tests of melanoma.uncertainty: entropy, rejection, the validation-only threshold search, the
+"""Tests of melanoma.evaluate.uncertainty: entropy, rejection, the validation-only threshold search, the
 before/after report, selective-classification curves and temperature scaling."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 import scipy.optimize
 import scipy.stats
 
-from melanoma import metrics as M
-from melanoma import uncertainty as U
-from melanoma.metrics import MetricUndefinedWarning
+from melanoma.evaluate import metrics as M
+from melanoma.evaluate import uncertainty as U
+from melanoma.evaluate.metrics import MetricUndefinedWarning
 
 
 def model_outputs(seed: int, n: int = 400):
@@ -182,7 +182,7 @@ def test_search_ties_go_to_the_larger_threshold():
     assert s["threshold"] == 0.9
 
 
-@pytest.mark.filterwarnings("ignore::melanoma.metrics.MetricUndefinedWarning")
+@pytest.mark.filterwarnings("ignore::melanoma.evaluate.metrics.MetricUndefinedWarning")
 def test_search_never_reads_test_labels():
     """The search takes validation arrays only; perturbing or shuffling test labels (or the test
     split altogether) cannot move the chosen threshold."""

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from melanoma import browser as web
-from melanoma.browser import CHROMIUM
-from melanoma.export import assemble_site
+from melanoma.report import browser as web
+from melanoma.report.browser import CHROMIUM
+from melanoma.report.export import assemble_site
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "isic_webapp_samples"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
@@ -30,16 +30,16 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
 
 def python_tensor(path: Path, pre: dict) -> np.ndarray:
     """What the training pipeline feeds the network for this file: decode → cache → eval transform."""
-    from melanoma.images import open_image, resize_shorter
-    from melanoma.transforms import eval_transform
+    from melanoma.data.images import open_image, resize_shorter
+    from melanoma.train.transforms import eval_transform
 
     rgb = resize_shorter(open_image(path), pre["cache_shorter"])
     return eval_transform(pre["crop"], pre["resize"], mean=pre["mean"], std=pre["std"])(rgb).numpy()[None]
 
 
 def python_rgb_tensor(rgb: np.ndarray, pre: dict) -> np.ndarray:
-    from melanoma.images import resize_shorter
-    from melanoma.transforms import eval_transform
+    from melanoma.data.images import resize_shorter
+    from melanoma.train.transforms import eval_transform
 
     rgb = resize_shorter(rgb, pre["cache_shorter"])
     return eval_transform(pre["crop"], pre["resize"], mean=pre["mean"], std=pre["std"])(rgb).numpy()[None]
@@ -135,7 +135,7 @@ def _sharpened_run(run: Path, dst: Path, images: list[Path], pre: dict, onnx_pat
 
     import torch
 
-    from melanoma.models import model_config
+    from melanoma.train.models import model_config
 
     score = Scorer(onnx_path)
     d = []
@@ -161,7 +161,7 @@ def _sharpened_run(run: Path, dst: Path, images: list[Path], pre: dict, onnx_pat
 @pytest.fixture(scope="module")
 def site(web_run, web_model, images, tmp_path_factory):
     """The assembled page; its threshold set between the images' entropies so both outcomes occur."""
-    from melanoma.export import export_run
+    from melanoma.report.export import export_run
 
     tmp = tmp_path_factory.mktemp("sharp")
     scored = images["png"] + images["jpeg"] + images["real"]

@@ -58,7 +58,7 @@ def _cells(html: str) -> str:
 
 
 def test_book_shows_tables_and_figures_from_the_summary(uninterrupted):
-    from melanoma.report import fmt
+    from melanoma.report.summary import fmt
 
     s = pd.read_parquet(uninterrupted / "results" / "summary.parquet")
     res = _html(uninterrupted, "results")
@@ -149,7 +149,7 @@ def test_book_has_no_absolute_machine_path(uninterrupted):
 def test_book_pages_have_no_error_in_chromium(uninterrupted):
     """Every page of the built book in headless Chromium: no page error (e.g. a script declared twice:
     `Identifier 'THEBE_JS_URL' has already been declared`), no failed request."""
-    from melanoma import browser as web
+    from melanoma.report import browser as web
 
     if not web.CHROMIUM.is_file():
         pytest.skip("/usr/bin/chromium absent (apt-get install -y chromium)")

@@ -9,7 +9,7 @@ import * as pre from "./preprocess.js";
 const LIMITS = {
   maxBytes: 30 * 1024 * 1024,   // file size
   maxPixels: 40_000_000,        // width × height, checked from the header before decoding
-  minSide: 16,                  // as melanoma.images.DEFAULT_MIN_SIDE
+  minSide: 16,                  // as melanoma.data.images.DEFAULT_MIN_SIDE
   timeoutMs: 20_000,            // decoding or scoring longer than this is reported, not awaited forever
 };
 
@@ -165,7 +165,7 @@ function probeSize(url) {
 
 async function decodePixels(file) {
   // Pixels as stored: no colour-space conversion, no premultiplication, EXIF orientation applied
-  // (as melanoma.images.open_image does with ImageOps.exif_transpose).
+  // (as melanoma.data.images.open_image does with ImageOps.exif_transpose).
   const bmp = await createImageBitmap(file, {
     colorSpaceConversion: "none", premultiplyAlpha: "none", imageOrientation: "from-image",
   });

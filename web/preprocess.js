@@ -1,7 +1,7 @@
 // The training pipeline's preprocessing, re-implemented bit for bit (no DOM; runs in a browser or node).
 //
 // A training image travels:   decoded RGB uint8
-//   1. the image cache (melanoma.images.resize_shorter): PIL Image.resize(BICUBIC, reducing_gap=3.0)
+//   1. the image cache (melanoma.data.images.resize_shorter): PIL Image.resize(BICUBIC, reducing_gap=3.0)
 //      to shorter side `cache_shorter` — PIL's Reduce.c box pre-reduction when the image is ≥ 3× too
 //      big, then Resample.c's two-pass resampler with 22-bit fixed-point weights (horizontal first)
 //   2. torchvision v2.Resize(resize, antialias=True) on the uint8 tensor — torch's native uint8
@@ -9,7 +9,7 @@
 //   3. v2.CenterCrop(crop) — the offset is Python's round() (half to even)
 //   4. ToDtype(float32, scale=True) + Normalize(mean, std) — float32 arithmetic
 // Each step below copies the integer arithmetic of that C code, so for the same decoded pixels the
-// tensor equals melanoma.transforms.eval_transform(resize_shorter(rgb)) exactly (tests/test_web.py).
+// tensor equals melanoma.train.transforms.eval_transform(resize_shorter(rgb)) exactly (tests/test_web.py).
 // torchvision takes the native uint8 path on AVX2/AVX-512 x86 and on aarch64 CPUs (what we copy);
 // on other CPUs it resizes in float32 and rounds, which can differ by one grey level.
 //
@@ -200,7 +200,7 @@ export function pilResizeBicubic(img, xsize, ysize, { reducingGap = 3.0, vertica
   return pilResample(img, xsize, ysize, box, verticalFirstRule);
 }
 
-/** melanoma.images.resize_shorter: the image cache's resize (PIL bicubic, reducing_gap 3). */
+/** melanoma.data.images.resize_shorter: the image cache's resize (PIL bicubic, reducing_gap 3). */
 export function cacheResize(img, shorter, verticalFirstRule = true) {
   const { width: w, height: h } = img;
   if (Math.min(h, w) === shorter) return img;
@@ -336,7 +336,7 @@ export function normalize(img, mean, std) {
   return out;
 }
 
-/** RGBA bytes (canvas ImageData) → RGB image (alpha dropped, as melanoma.images does). */
+/** RGBA bytes (canvas ImageData) → RGB image (alpha dropped, as melanoma.data.images does). */
 export function rgbaToRgb(rgba, width, height) {
   const n = width * height, out = new Uint8Array(n * 3);
   for (let i = 0; i < n; i++) {

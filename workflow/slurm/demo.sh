@@ -12,7 +12,7 @@
 # repository), SLURM_STATUS_S (seconds before the executor's first status check; default 5 here,
 # the plugin's 40 s is meant for busy shared controllers). Extra arguments go to Snakemake.
 # Rerun after an interruption: the same command (finished jobs are kept; jobs an earlier run left
-# running are waited for, never submitted twice: melanoma/cluster.py). One run per grid at a time
+# running are waited for, never submitted twice: melanoma/pipeline/cluster.py). One run per grid at a time
 # (the grid's run lock, as `melanoma demo`/`retry`).
 set -euo pipefail
 

@@ -1,0 +1,3 @@
+"""Stage 3, evaluation: metrics with bootstrap CIs (:mod:`.metrics`), entropy rejection,
+temperature scaling and selective curves (:mod:`.uncertainty`), conformal sets and
+selective guaranteed risk (:mod:`.conformal`), and the run-level calibrate / reject steps."""
