@@ -233,9 +233,9 @@ def cmd_serve(a) -> int:
     import functools
     import http.server
 
-    from melanoma.report.book import BOOK
+    from melanoma.home import book_dir
 
-    root = Path(a.dir) if a.dir else BOOK / "_build" / "html"
+    root = Path(a.dir) if a.dir else book_dir() / "_build" / "html"
     if not (root / "index.html").is_file():
         print(f"no built book in {root}: build it first (`make demo`, or `melanoma book --grid GRID`), "
               "or pass --dir FOLDER", file=sys.stderr)

@@ -57,6 +57,14 @@ def home() -> Path:
     return repository() or Path.cwd().resolve()
 
 
+def book_dir() -> Path:
+    """Where the book is rendered and built: ``$MELANOMA_BOOK``, else the checkout's ``book/``
+    (``HOME/book`` for a non-editable install, never inside the installed package). Tests and
+    parallel grids set ``MELANOMA_BOOK`` to another folder (the sources are copied there first)."""
+    env = os.environ.get("MELANOMA_BOOK")
+    return Path(env or (sources() / "book" if repository() else home() / "book")).resolve()
+
+
 def resolve(path: str | os.PathLike | None, default: str | os.PathLike = "") -> Path:
     """``path`` as an absolute path: ``""``/``None`` → ``home()/default``; relative → under :func:`home`."""
     p = Path(os.path.expanduser(str(path))) if path not in (None, "") else Path(default)

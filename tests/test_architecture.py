@@ -81,10 +81,41 @@ def test_find_cycle_finds_a_cycle_and_only_a_cycle():
 def test_the_package_has_no_import_cycle():
     graph = import_graph()
     assert {"melanoma.train.recipe", "melanoma.train.run", "melanoma.train.loop", "melanoma.train.group"} <= set(graph)
-    assert "melanoma.train.run" in graph["melanoma.train.recipe"]  # the graph sees relative imports
+    assert "melanoma.train.run" in graph["melanoma.train.recipe"]  # the graph sees module-level imports
     assert "melanoma.train.run" in graph["melanoma.train.features"]  # ... and imports inside functions
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " → ".join(cycle)
+
+
+def stage_of(module: str) -> str:
+    """``melanoma.train.loop`` → ``train`` (a stage: a sub-package); ``melanoma.io`` → ``io``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "melanoma"
+
+
+def stage_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """stage → the other stages (or top-level modules) its modules import."""
+    out: dict[str, set[str]] = {}
+    for a, targets in graph.items():
+        out.setdefault(stage_of(a), set()).update(stage_of(b) for b in targets if stage_of(b) != stage_of(a))
+    return out
+
+
+def test_stages_form_no_cycle_and_top_level_modules_are_leaves():
+    """The layout is the data flow: each stage (data, train, evaluate, report, pipeline) imports
+    only stages below it, never one that imports it back; the top-level modules other than the CLI
+    (io, home, provenance) are utilities every stage may use, and they import no stage."""
+    graph = import_graph()
+    stages = stage_graph(graph)
+    assert {"data", "train", "evaluate", "report", "pipeline"} <= set(stages)
+    cycle = find_cycle(stages)
+    assert cycle is None, "stages import each other: " + " → ".join(cycle)
+    subpackages = {stage_of(m) for m in graph if m.count(".") >= 2}
+    top = [m for m in graph if m.count(".") == 1 and stage_of(m) not in subpackages and m != "melanoma.cli"]
+    assert top, "no top-level module found"
+    bad = {m: sorted(stages.get(stage_of(m), set()) & subpackages) for m in top}
+    assert not {m: s for m, s in bad.items() if s}, bad
+    assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]  # the same check sees a stage cycle
 
 
 def test_every_module_imports_on_its_own():

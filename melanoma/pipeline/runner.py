@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from melanoma.pipeline.grid import REPO, expand, find_grid_file, load_grid
-from melanoma.home import home
+from melanoma.home import book_dir, home
 from melanoma.train.params import ParamError, did_you_mean
 
 
@@ -247,9 +247,7 @@ def run_demo(grid_file: str | Path = "params/demo.yaml", cores: int | None = Non
             _show("FLAGGED rejection results (not ranked)", f[["eval_set", "run_id", "coverage", "flag_text"]])
         runs = pd.read_parquet(grid.results / "runs.parquet")
         print(f"\n{len(runs)} runs; failed: {int((runs['failed_step'] != '').sum())}")
-    from melanoma.report.book import BOOK
-
-    index = BOOK / "_build" / "html" / "index.html"
+    index = book_dir() / "_build" / "html" / "index.html"
     print(f"\nwall time {wall:.0f} s; book: {index if index.is_file() else 'NOT BUILT'}")
     if rc != 0:
         raise RuntimeError(f"snakemake exited with {rc}; see its log above")

@@ -22,15 +22,13 @@ import pandas as pd
 
 from melanoma.data.registry import get
 from melanoma.pipeline.grid import REPO, Grid, load_grid
-from melanoma.home import home, repository
+from melanoma.home import book_dir
 from melanoma.io import read_json, write_text
 from melanoma.report.summary import fmt, fmt_ci
 
 SOURCE = REPO / "book"
-#: Where the book is rendered and built: the repository's book/ by default (HOME/book for a
-#: non-editable install, never inside the installed package); tests and parallel grids set
-#: MELANOMA_BOOK to another folder (the sources are copied there first).
-BOOK = Path(os.environ.get("MELANOMA_BOOK") or (SOURCE if repository() else home() / "book")).resolve()
+#: Where the book is rendered and built (melanoma.home.book_dir).
+BOOK = book_dir()
 GEN = BOOK / "_generated"
 TABLE1_METRICS = [("precision", "Precision"), ("specificity", "Specificity"), ("sensitivity", "Sensitivity"),
                   ("f1", "F-1"), ("accuracy", "Accuracy"), ("auc", "AUC-ROC")]
