@@ -68,6 +68,10 @@ try:  # the matrix products here are tiny: BLAS threads only add overhead (and s
 except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
     threadpool_limits = None
 
+from melanoma.data.synthetic.plan import (BASE_COUNTS, DATASETS, GENERATOR, MIN_PER_CLASS, lesion_groups,
+                                          n_dups, pick_records, planted_pairs, requested_counts,
+                                          round_half_up, shuffled_labels, stream)
+
 __all__ = [
     "BASE_COUNTS",
     "DATASETS",
@@ -80,92 +84,8 @@ __all__ = [
     "write_replicas",
 ]
 
-GENERATOR = "melanoma.data.synthetic"
-
-#: Datasets in generation order (a copy source is written before its copies) with a fixed
-#: integer used to key the random streams; the integers never change, so adding a dataset
-#: does not change the bytes of the others.
-DATASETS: dict[str, int] = {
-    "isic2016": 1, "isic2017": 2, "isic2018": 3, "isic2019": 4, "isic2020": 5,
-    "derm7pt": 6, "ph2": 7, "mednode": 9, "pad_ufes_20": 8, "kaggle": 10, "ham10000": 11,
-}
-
-#: ``(n, melanoma)`` per released split at ``scale=1``. HAM10000 is ISIC 2018's training set.
-BASE_COUNTS: dict[str, dict[str, tuple[int, int]]] = {
-    "isic2016": {"train": (90, 17), "test": (38, 8)},
-    "isic2017": {"train": (200, 37), "val": (30, 6), "test": (60, 12)},
-    "isic2018": {"train": (200, 22), "val": (30, 4), "test": (60, 7)},
-    "isic2019": {"train": (250, 45)},
-    "isic2020": {"train": (250, 20), "test": (60, 5)},
-    "derm7pt": {"train": (40, 8), "val": (20, 4), "test": (40, 8)},
-    "ph2": {"train": (60, 12)},
-    "pad_ufes_20": {"train": (120, 8)},
-    "mednode": {"train": (50, 20)},
-    "kaggle": {"train": (120, 55), "test": (40, 18)},
-    "ham10000": {"train": (200, 22)},
-}
-
-#: Planted copies at ``scale=1`` (scaled like the counts, at least ``minimum``).
-_DUPS = {
-    "isic2019_from_isic2018": (40, 2),
-    "isic2019_from_isic2017_test": (5, 1),
-    "kaggle_from_isic2017_test": (3, 1),
-    "kaggle_from_isic2018_test": (3, 1),
-    "isic2020_pairs": (3, 1),
-}
-
-MIN_PER_CLASS = 3
 AMBIGUOUS_FRACTION = 0.15
 LABEL_NOISE = 0.05
-
-
-def _round(x: float) -> int:
-    return int(np.floor(x + 0.5))
-
-
-def _scaled(n: int, scale: float, minimum: int) -> int:
-    return max(minimum, _round(n * scale))
-
-
-def requested_counts(scale: float = 1.0) -> dict[str, dict[str, dict[str, int]]]:
-    """Counts per dataset and split that :func:`write_replicas` produces at ``scale``.
-
-    Melanoma and non-melanoma counts are scaled separately and each is at least
-    :data:`MIN_PER_CLASS`.
-
-    Parameters
-    ----------
-    scale : float
-        Multiplier on :data:`BASE_COUNTS`.
-
-    Returns
-    -------
-    dict
-        ``{short: {split: {"n": int, "melanoma": int}}}``; for ``isic2020``'s ``test`` split the
-        melanoma count is that of the held-out labels.
-    """
-    if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale!r}")
-    out: dict[str, dict[str, dict[str, int]]] = {}
-    for short, splits in BASE_COUNTS.items():
-        src = BASE_COUNTS["isic2018"] if short == "ham10000" else splits
-        out[short] = {}
-        for split, (n, mel) in src.items():
-            if short == "ham10000" and split != "train":
-                continue
-            m = _scaled(mel, scale, MIN_PER_CLASS)
-            b = _scaled(n - mel, scale, MIN_PER_CLASS)
-            out[short][split] = {"n": m + b, "melanoma": m}
-    # ISIC 2017 training contains all of ISIC 2016's test images.
-    t16, tr17 = out["isic2016"]["test"], out["isic2017"]["train"]
-    tr17["melanoma"] = max(tr17["melanoma"], t16["melanoma"] + 1)
-    tr17["n"] = tr17["melanoma"] + max(tr17["n"] - tr17["melanoma"], t16["n"] - t16["melanoma"] + 1)
-    return out
-
-
-def _n_dups(key: str, scale: float) -> int:
-    n, minimum = _DUPS[key]
-    return _scaled(n, scale, minimum)
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,7 +381,7 @@ def _hair(rng: np.random.Generator, h: int, w: int, n: int) -> np.ndarray:
 def _image_size(rng: np.random.Generator, style: Style) -> tuple[int, int]:
     long = int(rng.integers(style.long_side[0], style.long_side[1] + 1))
     aspect = float(style.aspects[int(rng.integers(len(style.aspects)))])
-    short = max(16, _round(long * aspect))
+    short = max(16, round_half_up(long * aspect))
     portrait = rng.random() < style.portrait and aspect != 1.0
     return (long, short) if portrait else (short, long)
 
@@ -512,8 +432,8 @@ def _view(lesion: Lesion, style: Style, rng: np.random.Generator,
     radius = lesion.size * side * rng.uniform(*style.lesion)
     cx = w * np.clip(0.5 + rng.normal(0, 0.09), 0.3, 0.7)
     cy = h * np.clip(0.5 + rng.normal(0, 0.09), 0.3, 0.7)
-    n = max(2, _round(lesion.texture.width * radius / (_R0 * _TEX / 2)))
-    placement = (int(rng.integers(8)), n, _round(cy - n / 2), _round(cx - n / 2))
+    n = max(2, round_half_up(lesion.texture.width * radius / (_R0 * _TEX / 2)))
+    placement = (int(rng.integers(8)), n, round_half_up(cy - n / 2), round_half_up(cx - n / 2))
 
     # skin: tone, illumination and fine texture
     tone = np.asarray(style.skin, np.float32) * np.float32(1 + style.skin_sd * rng.standard_normal())
@@ -663,7 +583,7 @@ class _Writer:
     # random streams ----------------------------------------------------------------------
     def rng(self, short: str, *key: int) -> np.random.Generator:
         """A generator keyed by seed, dataset and ``key`` (order-independent)."""
-        return np.random.default_rng([self.seed, DATASETS[short], *map(int, key)])
+        return stream(self.seed, short, *key)
 
     def isic_ids(self, n: int, lo: int, hi: int) -> list[str]:
         """``n`` fresh ISIC ids in ``[lo, hi)``, unique across all ISIC-style datasets."""
@@ -747,48 +667,6 @@ class _Writer:
                                                        encoding="utf-8")
 
 
-def _labels(rng: np.random.Generator, n: int, mel: int) -> np.ndarray:
-    """``mel`` ones and ``n - mel`` zeros in random order."""
-    lab = np.array([1] * mel + [0] * (n - mel), dtype=np.int64)
-    rng.shuffle(lab)
-    return lab
-
-
-def _groups(rng: np.random.Generator, labels: np.ndarray, mean_size: float) -> np.ndarray:
-    """Group indices (label-pure) for items with ``labels``; groups average ``mean_size``."""
-    gid = np.empty(len(labels), np.int64)
-    g = 0
-    for lab in (0, 1):
-        idx = np.flatnonzero(labels == lab)
-        rng.shuffle(idx)
-        i = 0
-        while i < len(idx):
-            k = 1 + int(rng.poisson(mean_size - 1)) if mean_size > 1 else 1
-            gid[idx[i:i + k]] = g
-            g += 1
-            i += k
-    perm = rng.permutation(g)
-    return perm[gid]
-
-
-def _pick(rng: np.random.Generator, recs: list[_Rec], k: int, max_mel: int,
-          max_ben: int) -> list[_Rec]:
-    """``k`` records at random with at most ``max_mel`` melanomas and ``max_ben`` others."""
-    order = rng.permutation(len(recs))
-    out, nm, nb = [], 0, 0
-    for i in order:
-        r = recs[int(i)]
-        if len(out) == k:
-            break
-        if r.label == 1 and nm < max_mel:
-            out.append(r)
-            nm += 1
-        elif r.label == 0 and nb < max_ben:
-            out.append(r)
-            nb += 1
-    return sorted(out, key=lambda r: r.image_id)
-
-
 def _choice(rng: np.random.Generator, values: list, p: list[float] | None = None):
     """One item of ``values`` (a Python object, not a NumPy scalar)."""
     i = int(rng.choice(len(values), p=None if p is None else np.asarray(p) / np.sum(p)))
@@ -830,7 +708,7 @@ def _isic2016(w: _Writer) -> None:
                           ("test", "ISBI2016_ISIC_Part3_Test_Data")):
         c = w.counts[short][split]
         ids = w.isic_ids(c["n"], 0, 11403)
-        for iid, lab in zip(ids, _labels(rng, c["n"], c["melanoma"])):
+        for iid, lab in zip(ids, shuffled_labels(rng, c["n"], c["melanoma"])):
             recs.append(_Rec(iid, int(lab), split, f"{folder}/{iid}.jpg"))
     w.render(short, recs)
     tr = [r for r in recs if r.split == "train"]
@@ -874,7 +752,7 @@ def _isic2017(w: _Writer) -> None:
             n -= len(t16)
             mel -= sum(r.label for r in t16)
         ids = w.isic_ids(n, 0, 16072)
-        for iid, lab in zip(ids, _labels(rng, n, mel)):
+        for iid, lab in zip(ids, shuffled_labels(rng, n, mel)):
             rr = _Rec(iid, int(lab), split, f"{stem}_Data/{iid}.jpg")
             recs.append(rr)
             new.append(rr)
@@ -919,8 +797,8 @@ def _isic2018(w: _Writer) -> None:
     for split, name in names.items():
         c = w.counts[short][split]
         ids = w.isic_ids(c["n"], *ranges[split])
-        labels = _labels(rng, c["n"], c["melanoma"])
-        groups = _groups(rng, labels, 1.4 if split == "train" else 1.0) + lesion_no
+        labels = shuffled_labels(rng, c["n"], c["melanoma"])
+        groups = lesion_groups(rng, labels, 1.4 if split == "train" else 1.0) + lesion_no
         for iid, lab, g in zip(ids, labels, groups):
             recs.append(_Rec(iid, int(lab), split, f"ISIC2018_Task3_{name}_Input/{iid}.jpg", int(g)))
         lesion_no = int(groups.max()) + 1
@@ -967,11 +845,11 @@ def _isic2019(w: _Writer) -> None:
     rng = w.rng(short, 0)
     c = w.counts[short]["train"]
     folder = "ISIC_2019_Training_Input"
-    k18, k17 = _n_dups("isic2019_from_isic2018", w.scale), _n_dups("isic2019_from_isic2017_test", w.scale)
+    k18, k17 = n_dups("isic2019_from_isic2018", w.scale), n_dups("isic2019_from_isic2017_test", w.scale)
     half_mel = c["melanoma"] // 2
     half_ben = (c["n"] - c["melanoma"]) // 2
-    d18 = _pick(rng, [r for r in w.recs["isic2018"] if r.split == "train"], k18, half_mel, half_ben)
-    d17 = _pick(rng, [r for r in w.recs["isic2017"] if r.split == "test"], k17,
+    d18 = pick_records(rng, [r for r in w.recs["isic2018"] if r.split == "train"], k18, half_mel, half_ben)
+    d17 = pick_records(rng, [r for r in w.recs["isic2017"] if r.split == "test"], k17,
                 max(0, half_mel - sum(r.label for r in d18)), half_ben)
     recs: list[_Rec] = []
     for r in d18:
@@ -985,8 +863,8 @@ def _isic2019(w: _Writer) -> None:
     n = c["n"] - len(recs)
     mel = c["melanoma"] - sum(r.label for r in recs)
     ids = w.isic_ids(n, 53000, 73300)
-    labels = _labels(rng, n, mel)
-    groups = _groups(rng, labels, 1.5)
+    labels = shuffled_labels(rng, n, mel)
+    groups = lesion_groups(rng, labels, 1.5)
     bcn = w.rng(short, 4).choice(np.arange(0, 70000), size=int(groups.max()) + 1, replace=False)
     new = [_Rec(iid, int(lab), "train", f"{folder}/{iid}.jpg", int(g),
                 meta={"lesion_id": f"BCN_{int(bcn[g]):07d}"}) for iid, lab, g in zip(ids, labels, groups)]
@@ -1021,7 +899,7 @@ def _isic2020(w: _Writer) -> None:
     short = "isic2020"
     rng = w.rng(short, 0)
     recs: list[_Rec] = []
-    n_pairs = _n_dups("isic2020_pairs", w.scale)
+    n_pairs = n_dups("isic2020_pairs", w.scale)
     n_all = sum(c["n"] for c in w.counts[short].values())
     patient_ids = w.rng(short, 4).choice(10_000_000, size=n_all, replace=False)
     lesion_ids = w.rng(short, 7).choice(10_000_000, size=n_all, replace=False)
@@ -1034,7 +912,7 @@ def _isic2020(w: _Writer) -> None:
         k_mel = min(int(rng.binomial(k, c["melanoma"] / c["n"])), c["melanoma"] - 1)
         n, mel = c["n"] - k, c["melanoma"] - k_mel
         ids = w.isic_ids(n, 100000, 10_000_000)
-        labels = _labels(rng, n, mel)
+        labels = shuffled_labels(rng, n, mel)
         split_recs = [_Rec(iid, int(lab), split, f"{split}/{iid}.jpg", offset[split] + i)
                       for i, (iid, lab) in enumerate(zip(ids, labels))]
         # patients: several images (lesions) each, any mix of labels
@@ -1048,7 +926,7 @@ def _isic2020(w: _Writer) -> None:
             i += k
         w.render(short, split_recs, key_offset=offset[split])
         if split == "train":  # duplicate pairs: another name, the same file
-            srcs = _pick(rng, split_recs, n_pairs, k_mel, n_pairs - k_mel)
+            srcs = pick_records(rng, split_recs, n_pairs, k_mel, n_pairs - k_mel)
             new_ids = w.isic_ids(n_pairs, 100000, 10_000_000)
             for src, iid in zip(srcs, new_ids):
                 dup = _Rec(iid, src.label, split, f"train/{iid}.jpg", src.group, meta=dict(src.meta))
@@ -1108,11 +986,11 @@ def _derm7pt(w: _Writer) -> None:
     cases: list[tuple[str, int]] = []
     for split in ("train", "val", "test"):
         c = w.counts[short][split]
-        cases += [(split, int(lab)) for lab in _labels(rng, c["n"], c["melanoma"])]
+        cases += [(split, int(lab)) for lab in shuffled_labels(rng, c["n"], c["melanoma"])]
     order = rng.permutation(len(cases))  # meta.csv interleaves the splits
     cases = [cases[int(i)] for i in order]
     n_mel = sum(lab for _, lab in cases)
-    n_melanosis = max(1, _round(3 * w.scale))
+    n_melanosis = max(1, round_half_up(3 * w.scale))
     mel_dx = [_MEL7[i % len(_MEL7)] for i in range(n_mel)]
     rng.shuffle(mel_dx)
     nonmel_slots = [i for i, (_, lab) in enumerate(cases) if lab == 0]
@@ -1195,7 +1073,7 @@ def _ph2(w: _Writer) -> None:
     rng = w.rng(short, 0)
     c = w.counts[short]["train"]
     nums = np.sort(rng.choice(np.arange(2, 438), size=c["n"], replace=False))
-    labels = _labels(rng, c["n"], c["melanoma"])
+    labels = shuffled_labels(rng, c["n"], c["melanoma"])
     recs = []
     for num, lab in zip(nums, labels):
         iid = f"IMD{int(num):03d}"
@@ -1272,7 +1150,7 @@ def _mednode(w: _Writer) -> None:
     rng = w.rng(short, 0)
     c = w.counts[short]["train"]
     stems = np.sort(rng.choice(np.arange(100_000, 1_200_000), size=c["n"], replace=False))
-    labels = _labels(rng, c["n"], c["melanoma"])
+    labels = shuffled_labels(rng, c["n"], c["melanoma"])
     recs = []
     for stem, lab in zip(stems, labels):
         cls = "melanoma" if lab else "naevus"
@@ -1301,8 +1179,8 @@ def _pad_ufes_20(w: _Writer) -> None:
     donor = sorted((r for r in w.recs["mednode"] if r.label == 0), key=lambda r: r.image_id)
     donor = donor[int(rng.integers(len(donor)))]
     n = c["n"] - 1
-    labels = _labels(rng, n, c["melanoma"])
-    lesions = _groups(rng, labels, 1.4)
+    labels = shuffled_labels(rng, n, c["melanoma"])
+    lesions = lesion_groups(rng, labels, 1.4)
     n_les = int(lesions.max()) + 1
     # patients own one or more lesions (any labels); the donor image is one more lesion
     les_patient = np.empty(n_les + 1, np.int64)
@@ -1403,7 +1281,7 @@ def _kaggle(w: _Writer) -> None:
                 pool = [r for r in w.recs[src] if r.split == "test"]
                 taken = {d.image_id for _, d in dups}
                 pool = [r for r in pool if r.image_id not in taken]
-                dups += [(src, r) for r in _pick(rng, pool, _n_dups(key, w.scale),
+                dups += [(src, r) for r in pick_records(rng, pool, n_dups(key, w.scale),
                                                  n_mal // 4, n_ben // 4)]
         hi = int(1.6 * max(n_mal, n_ben)) + 10
         ben_nums = np.sort(rng.choice(np.arange(1, hi), size=n_ben, replace=False))
@@ -1459,42 +1337,6 @@ _WRITERS: dict[str, Callable[[_Writer], None]] = {
     "isic2020": _isic2020, "derm7pt": _derm7pt, "ph2": _ph2, "mednode": _mednode,
     "pad_ufes_20": _pad_ufes_20, "kaggle": _kaggle, "ham10000": _ham10000,
 }
-
-
-def _planted_pairs(w: _Writer) -> list[list[str]]:
-    """All pairs of (dataset, id) that show the same picture (closure over planted copies)."""
-    parent: dict[tuple[str, str], tuple[str, str]] = {}
-
-    def find(x: tuple[str, str]) -> tuple[str, str]:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in w.edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for x in list(parent):
-        groups.setdefault(find(x), []).append(x)
-    rank = {s: i for i, s in enumerate(DATASETS)}
-    rows = []
-    for members in groups.values():
-        members.sort(key=lambda x: (rank[x[0]], x[1]))
-        for i, a in enumerate(members):
-            for b in members[i + 1:]:
-                if a in w.resized or b in w.resized:
-                    kind = "resized"
-                elif a[1] == b[1]:
-                    kind = "id"
-                else:
-                    kind = "pixels"
-                rows.append([kind, a[0], a[1], b[0], b[1]])
-    order = {"id": 0, "pixels": 1, "resized": 2}
-    rows.sort(key=lambda r: (order[r[0]], rank[r[1]], r[2], rank[r[3]], r[4]))
-    return rows
 
 
 class _one_blas_thread:
@@ -1568,7 +1410,7 @@ def write_replicas(out_dir: str | Path, scale: float = 1.0, seed: int = 0,
             except KeyError as e:
                 raise ValueError(f"only: the {short} replica copies images of {e.args[0]}; "
                                  f"add {e.args[0]!r} to only") from None
-    pairs = _planted_pairs(w)
+    pairs = planted_pairs(w.edges, w.resized)
     _write_csv(out / "PLANTED_DUPLICATES.csv",
                ["kind", "dataset_a", "image_id_a", "dataset_b", "image_id_b"], pairs)
     counts = {s: {sp: dict(c) for sp, c in json.loads(
