@@ -196,6 +196,81 @@ class Lesion:
     regions: Image.Image | None
 
 
+def _outline(rng: np.random.Generator, m: float, U: np.ndarray, V: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The lesion's shape on the texture grid ``U, V``: elongation, low harmonics (asymmetry)
+    and high harmonics (ragged border), more of each for a larger malignant look ``m``.
+
+    Returns the distance of each pixel from the centre in the lesion's elongated frame, the
+    border radius in that pixel's direction and the soft-edged coverage (alpha, 0..1)."""
+    aspect = 1.0 + rng.uniform(0.0, 0.15 + 0.45 * m)
+    psi = rng.uniform(0, np.pi)
+    ua = (U * np.cos(psi) + V * np.sin(psi)) * np.sqrt(aspect)
+    va = (V * np.cos(psi) - U * np.sin(psi)) / np.sqrt(aspect)
+    d = np.sqrt(ua * ua + va * va)
+    th = np.arctan2(va, ua)
+    ks = np.arange(1, 17, dtype=np.float32)
+    amp = np.where(ks <= 3, 0.015 + 0.10 * m, (0.004 + 0.035 * m) / np.sqrt(ks / 4.0))
+    amp = amp * rng.uniform(0.5, 1.5, ks.size)
+    amp[0] *= 0.5
+    phase = rng.uniform(0, 2 * np.pi, ks.size)
+    tab = np.linspace(-np.pi, np.pi, 1024, endpoint=False, dtype=np.float32)
+    r_tab = _R0 * (1 + (amp[:, None] * np.cos(ks[:, None] * tab[None, :] + phase[:, None])).sum(0))
+    idx = ((th + np.pi) * (1024 / (2 * np.pi))).astype(np.int32) % 1024
+    r = r_tab[idx] * (1 + (0.01 + 0.07 * m) * _fields(rng, _TEX, _TEX, 10, 1)[0])
+    r = np.clip(r, 0.2, 0.96 / np.sqrt(aspect))
+    edge = _R0 * (0.16 - 0.11 * m) * rng.uniform(0.7, 1.3)
+    alpha = np.clip((r - d) / edge + 0.5, 0, 1)
+    alpha = alpha * alpha * (3 - 2 * alpha)
+    return d, r, alpha
+
+
+def _colours(rng: np.random.Generator, m: float, U: np.ndarray, V: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A brown base plus extra colours (more of them, and placed asymmetrically, for a larger
+    malignant look ``m``).
+
+    Returns the colour per texture pixel (RGB, 0..1), the weight of each colour per pixel
+    (shape ``(k, 128, 128)``) and the colour names (``"base"``, then keys of :data:`PALETTE`)."""
+    t = rng.random()
+    base = (1 - t) * np.asarray(PALETTE["light_brown"]) + t * np.asarray(PALETTE["brown"])
+    base = base * rng.uniform(0.85, 1.1)
+    n_extra = int(rng.binomial(4, 0.04 + 0.86 * m))
+    names = ["base"] + list(rng.choice(_EXTRA_COLOURS, size=n_extra, replace=False, p=_EXTRA_P))
+    cols = np.array([base] + [PALETTE[n] for n in names[1:]], dtype=np.float32)
+    cols += rng.normal(0, 0.025, cols.shape).astype(np.float32)
+    k = len(cols)
+    F = _fields(rng, _TEX, _TEX, int(rng.integers(4, 7)), k)
+    g = rng.uniform(0, 2 * np.pi)
+    lin = (U * np.cos(g) + V * np.sin(g)) / _R0
+    F[1:] += (2.2 * m * rng.uniform(0.5, 1.5, k - 1))[:, None, None] * lin[None]
+    bias = np.zeros(k, np.float32)
+    bias[0] = 0.4 + 2.2 * (1 - m)
+    logits = (1.5 + 3.0 * m) * F + bias[:, None, None]
+    logits -= logits.max(axis=0, keepdims=True)
+    W = np.exp(logits)
+    W /= W.sum(axis=0, keepdims=True)
+    col = (W.reshape(k, -1).T @ cols).reshape(_TEX, _TEX, 3)
+    return col, W, names
+
+
+def _marks(rng: np.random.Generator, m: float, U: np.ndarray, V: np.ndarray, d: np.ndarray,
+           r: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """``col`` with a darker centre (symmetric for benign, eccentric for malignant looks), a
+    pigment network and dark dots inside the border."""
+    off = m * rng.uniform(-0.5, 0.5, 2) * _R0
+    dc = np.sqrt((U - off[0]) ** 2 + (V - off[1]) ** 2)
+    col *= (1 - 0.22 * np.clip(1 - dc / (1.2 * _R0), 0, 1))[..., None]
+    freq = rng.uniform(30, 45)
+    warp = (0.3 + 2.5 * m) * _fields(rng, _TEX, _TEX, 8, 2)
+    net = np.sin(U * freq + warp[0]) * np.sin(V * freq + warp[1])
+    col *= (1 - (0.05 + 0.06 * m) * (net > 0.2))[..., None]
+    hi = _fields(rng, _TEX, _TEX, 24, 1)[0]
+    dots = np.clip((hi - (2.3 - 0.9 * m)) / 0.3, 0, 1) * (d < r * 0.95)
+    col = col * (1 - 0.6 * dots[..., None]) + 0.6 * dots[..., None] * np.array(PALETTE["black"], np.float32)
+    return col
+
+
 def draw_lesion(rng: np.random.Generator, label: int, regions: bool = False) -> Lesion:
     """Draw one lesion with the look of its class (with ambiguity and label noise).
 
@@ -221,60 +296,9 @@ def draw_lesion(rng: np.random.Generator, label: int, regions: bool = False) -> 
     else:
         m = 0.5 * rng.beta(2.0, 4.5)
     U, V = _tex_grid()
-
-    # geometry: elongation, low harmonics (asymmetry) and high harmonics (ragged border)
-    aspect = 1.0 + rng.uniform(0.0, 0.15 + 0.45 * m)
-    psi = rng.uniform(0, np.pi)
-    ua = (U * np.cos(psi) + V * np.sin(psi)) * np.sqrt(aspect)
-    va = (V * np.cos(psi) - U * np.sin(psi)) / np.sqrt(aspect)
-    d = np.sqrt(ua * ua + va * va)
-    th = np.arctan2(va, ua)
-    ks = np.arange(1, 17, dtype=np.float32)
-    amp = np.where(ks <= 3, 0.015 + 0.10 * m, (0.004 + 0.035 * m) / np.sqrt(ks / 4.0))
-    amp = amp * rng.uniform(0.5, 1.5, ks.size)
-    amp[0] *= 0.5
-    phase = rng.uniform(0, 2 * np.pi, ks.size)
-    tab = np.linspace(-np.pi, np.pi, 1024, endpoint=False, dtype=np.float32)
-    r_tab = _R0 * (1 + (amp[:, None] * np.cos(ks[:, None] * tab[None, :] + phase[:, None])).sum(0))
-    idx = ((th + np.pi) * (1024 / (2 * np.pi))).astype(np.int32) % 1024
-    r = r_tab[idx] * (1 + (0.01 + 0.07 * m) * _fields(rng, _TEX, _TEX, 10, 1)[0])
-    r = np.clip(r, 0.2, 0.96 / np.sqrt(aspect))
-    edge = _R0 * (0.16 - 0.11 * m) * rng.uniform(0.7, 1.3)
-    alpha = np.clip((r - d) / edge + 0.5, 0, 1)
-    alpha = alpha * alpha * (3 - 2 * alpha)
-
-    # colours: a brown base plus extra colours (more, and placed asymmetrically, if malignant)
-    t = rng.random()
-    base = (1 - t) * np.asarray(PALETTE["light_brown"]) + t * np.asarray(PALETTE["brown"])
-    base = base * rng.uniform(0.85, 1.1)
-    n_extra = int(rng.binomial(4, 0.04 + 0.86 * m))
-    names = ["base"] + list(rng.choice(_EXTRA_COLOURS, size=n_extra, replace=False, p=_EXTRA_P))
-    cols = np.array([base] + [PALETTE[n] for n in names[1:]], dtype=np.float32)
-    cols += rng.normal(0, 0.025, cols.shape).astype(np.float32)
-    k = len(cols)
-    F = _fields(rng, _TEX, _TEX, int(rng.integers(4, 7)), k)
-    g = rng.uniform(0, 2 * np.pi)
-    lin = (U * np.cos(g) + V * np.sin(g)) / _R0
-    F[1:] += (2.2 * m * rng.uniform(0.5, 1.5, k - 1))[:, None, None] * lin[None]
-    bias = np.zeros(k, np.float32)
-    bias[0] = 0.4 + 2.2 * (1 - m)
-    logits = (1.5 + 3.0 * m) * F + bias[:, None, None]
-    logits -= logits.max(axis=0, keepdims=True)
-    W = np.exp(logits)
-    W /= W.sum(axis=0, keepdims=True)
-    col = (W.reshape(k, -1).T @ cols).reshape(_TEX, _TEX, 3)
-
-    # centre darkening (symmetric for benign, eccentric for malignant), network and dots
-    off = m * rng.uniform(-0.5, 0.5, 2) * _R0
-    dc = np.sqrt((U - off[0]) ** 2 + (V - off[1]) ** 2)
-    col *= (1 - 0.22 * np.clip(1 - dc / (1.2 * _R0), 0, 1))[..., None]
-    freq = rng.uniform(30, 45)
-    warp = (0.3 + 2.5 * m) * _fields(rng, _TEX, _TEX, 8, 2)
-    net = np.sin(U * freq + warp[0]) * np.sin(V * freq + warp[1])
-    col *= (1 - (0.05 + 0.06 * m) * (net > 0.2))[..., None]
-    hi = _fields(rng, _TEX, _TEX, 24, 1)[0]
-    dots = np.clip((hi - (2.3 - 0.9 * m)) / 0.3, 0, 1) * (d < r * 0.95)
-    col = col * (1 - 0.6 * dots[..., None]) + 0.6 * dots[..., None] * np.array(PALETTE["black"], np.float32)
+    d, r, alpha = _outline(rng, m, U, V)
+    col, W, names = _colours(rng, m, U, V)
+    col = _marks(rng, m, U, V, d, r, col)
 
     rgba = np.empty((_TEX, _TEX, 4), np.uint8)
     rgba[..., :3] = np.clip(col * 255 + 0.5, 0, 255).astype(np.uint8)

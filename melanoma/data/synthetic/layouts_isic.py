@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from melanoma.data.synthetic.plan import lesion_groups, n_dups, pick_records, shuffled_labels
+from melanoma.data.synthetic.plan import lesion_groups, n_dups, owners, pick_records, shuffled_labels
 from melanoma.data.synthetic.writer import SEX, Rec, Writer, choice, one_decimal, write_csv
 
 
@@ -252,14 +252,10 @@ def _isic2020(w: Writer) -> None:
         split_recs = [Rec(iid, int(lab), split, f"{split}/{iid}.jpg", offset[split] + i)
                       for i, (iid, lab) in enumerate(zip(ids, labels))]
         # patients: several images (lesions) each, any mix of labels
-        order = rng.permutation(len(split_recs))
-        i = 0
-        while i < len(order):
-            k = 1 + int(rng.poisson(3.0))
-            for j in order[i:i + k]:
-                split_recs[int(j)].meta["patient"] = f"IP_{int(patient_ids[n_pat]):07d}"
-            n_pat += 1
-            i += k
+        patient, n_patients = owners(rng, len(split_recs), 3.0)
+        for r, o in zip(split_recs, patient):
+            r.meta["patient"] = f"IP_{int(patient_ids[n_pat + o]):07d}"
+        n_pat += n_patients
         w.render(short, split_recs, key_offset=offset[split])
         if split == "train":  # duplicate pairs: another name, the same file
             srcs = pick_records(rng, split_recs, n_pairs, k_mel, n_pairs - k_mel)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from melanoma.data.synthetic.draw import STYLES, full_frame
-from melanoma.data.synthetic.plan import (lesion_groups, n_dups, pick_records, round_half_up,
+from melanoma.data.synthetic.plan import (lesion_groups, n_dups, owners, pick_records, round_half_up,
                                           shuffled_labels)
 from melanoma.data.synthetic.writer import SEX, Rec, Writer, choice, one_decimal, save_image, write_csv
 
@@ -245,19 +245,30 @@ def _pad_ufes_20(w: Writer) -> None:
     # one image is a MED-NODE naevus with identical pixels under a PAD name
     donor = sorted((r for r in w.recs["mednode"] if r.label == 0), key=lambda r: r.image_id)
     donor = donor[int(rng.integers(len(donor)))]
-    n = c["n"] - 1
-    labels = shuffled_labels(rng, n, c["melanoma"])
+    recs, donor_rec = _pad_records(w, short, rng, c["n"] - 1, c["melanoma"])
+    rendered = [r for r in recs if r is not donor_rec]
+    w.render(short, rendered)
+    with Image.open(w.out / "mednode" / donor.path) as im:
+        save_image(w.out / short / donor_rec.path, im.convert("RGB"))
+    w.planted(("mednode", donor.image_id), (short, donor_rec.image_id))
+    rows = _pad_metadata_rows(w, short, recs, donor_rec)
+    rows.sort(key=lambda row: (int(row[0][4:]), int(row[1]), row[24]))
+    write_csv(w.out / short / "metadata.csv", _PAD_COLUMNS, rows)
+    w.finish(short, recs)
+
+
+def _pad_records(w: Writer, short: str, rng: np.random.Generator, n: int,
+                 n_mel: int) -> tuple[list[Rec], Rec]:
+    """Records of ``n`` drawn images (``n_mel`` melanomas) and of the MED-NODE donor (returned
+    second), sorted by image number and spread over the three ``imgs_part_*`` folders.
+
+    Images are named ``PAT_<patient>_<lesion>_<image>``; lesions are label-pure, patients own
+    one or more lesions of any labels, and the donor image is one more lesion.
+    """
+    labels = shuffled_labels(rng, n, n_mel)
     lesions = lesion_groups(rng, labels, 1.4)
     n_les = int(lesions.max()) + 1
-    # patients own one or more lesions (any labels); the donor image is one more lesion
-    les_patient = np.empty(n_les + 1, np.int64)
-    order = rng.permutation(n_les + 1)
-    p, i = 0, 0
-    while i < len(order):
-        k = 1 + int(rng.poisson(0.6))
-        les_patient[order[i:i + k]] = p
-        p += 1
-        i += k
+    les_patient, p = owners(rng, n_les + 1, 0.6)
     pat_nums = 1 + w.rng(short, 4).choice(max(2000, 4 * p), size=p, replace=False)
     les_nums = 1 + w.rng(short, 7).choice(max(3500, 4 * n_les), size=n_les + 1, replace=False)
     img_nums = 1 + w.rng(short, 8).choice(max(5000, 4 * n), size=n + 1, replace=False)
@@ -274,15 +285,7 @@ def _pad_ufes_20(w: Writer) -> None:
     for k, part in enumerate(parts):
         for j in part:
             recs[int(j)].path = f"images/imgs_part_{k + 1}/{recs[int(j)].image_id}.png"
-    rendered = [r for r in recs if r is not donor_rec]
-    w.render(short, rendered)
-    with Image.open(w.out / "mednode" / donor.path) as im:
-        save_image(w.out / short / donor_rec.path, im.convert("RGB"))
-    w.planted(("mednode", donor.image_id), (short, donor_rec.image_id))
-    rows = _pad_metadata_rows(w, short, recs, donor_rec)
-    rows.sort(key=lambda row: (int(row[0][4:]), int(row[1]), row[24]))
-    write_csv(w.out / short / "metadata.csv", _PAD_COLUMNS, rows)
-    w.finish(short, recs)
+    return recs, donor_rec
 
 
 def _pad_metadata_rows(w: Writer, short: str, recs: list, donor_rec) -> list[list]:

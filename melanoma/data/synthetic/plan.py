@@ -123,6 +123,22 @@ def lesion_groups(rng: np.random.Generator, labels: np.ndarray, mean_size: float
     return perm[gid]
 
 
+def owners(rng: np.random.Generator, n: int, mean_extra: float) -> tuple[np.ndarray, int]:
+    """Random owners of ``n`` items (patients of lesions or images): in a random order, each
+    owner takes the next ``1 + Poisson(mean_extra)`` items (the last one what is left).
+
+    Returns the owner index of each item and the number of owners."""
+    owner = np.empty(n, np.int64)
+    order = rng.permutation(n)
+    p, i = 0, 0
+    while i < len(order):
+        k = 1 + int(rng.poisson(mean_extra))
+        owner[order[i:i + k]] = p
+        p += 1
+        i += k
+    return owner, p
+
+
 def pick_records(rng: np.random.Generator, recs: list, k: int, max_mel: int, max_ben: int) -> list:
     """``k`` records at random with at most ``max_mel`` melanomas and ``max_ben`` others (the
     sources of planted copies; records have ``label`` and ``image_id``), sorted by id."""
