@@ -31,7 +31,8 @@ def write_replicas(out_dir: str | Path, scale: float = 1.0, seed: int = 0,
         replaced, other content of ``out_dir`` is left alone).
     scale : float
         Multiplier on every count (:data:`~melanoma.data.synthetic.plan.BASE_COUNTS`); each class
-        keeps at least :data:`~melanoma.data.synthetic.plan.MIN_PER_CLASS` images per split. ``1.0`` writes about 2,000 images.
+        keeps at least :data:`~melanoma.data.synthetic.plan.MIN_PER_CLASS` images per split.
+        ``1.0`` writes about 2,000 images.
     seed : int
         Seed of everything drawn; the same seed gives byte-identical files.
     only : list of str, optional
