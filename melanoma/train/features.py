@@ -10,6 +10,8 @@ combination that contains the dataset. Layout::
         aug-keys.json        content hashes of the training-split images, row order of aug-*.npy
         aug-seed<s>-v<k>.npy (m, d) features of augmented view k (the paper's augmentation),
                              seeded by (seed, k), for the training-split images only
+        aug-scheme.json      which way of drawing the augmentation made the aug-* files
+                             (:data:`AUG_SCHEME`); views of another scheme are made again
 
 Arrays are float16 by default (half the disk and memory; the head fit is insensitive to it —
 ``tests/test_train.py`` checks float32 equals the in-the-loop path). Each file is written atomically;
@@ -31,6 +33,13 @@ from tqdm.auto import tqdm
 from melanoma.data.cache import ImageCache
 from melanoma.io import atomic_path, read_json, write_json
 from melanoma.train.transforms import eval_transform, train_transform
+
+
+#: The way augmented views are drawn (seeds per image position, the transform's parameters). Bump
+#: it whenever a change of code changes the views a seed gives: cached views of an older scheme are
+#: then recomputed instead of silently mixing two augmentations (the cache is keyed by data, model,
+#: weights and size, not by code). 2: per-image seeds in a forked RNG (workers never matter).
+AUG_SCHEME = 2
 
 
 @contextmanager
@@ -139,6 +148,7 @@ def ensure_features(work: str | Path, dataset: str, manifest: pd.DataFrame, back
                 f.unlink()
         if not kfile.is_file() or read_json(kfile) != kk:
             write_json(kfile, kk)
+    _check_scheme(d)
     cache = ImageCache(Path(work) / "cache", cache_size)
     todo = [("view0", None, keys, eval_transform(size, resize, mean=mean, std=std))]
     todo += [(f"aug-seed{seed}-v{k}", k, aug_keys, train_transform(size, mean=mean, std=std))
@@ -160,6 +170,21 @@ def ensure_features(work: str | Path, dataset: str, manifest: pd.DataFrame, back
             "img_per_s": round(n_done / dt, 1) if n_done and dt > 0 else None}
 
 
+def _scheme(d: Path) -> int | None:
+    """The augmentation scheme recorded in ``d`` (``None``: made before schemes were recorded)."""
+    f = d / "aug-scheme.json"
+    return read_json(f).get("scheme") if f.is_file() else None
+
+
+def _check_scheme(d: Path) -> None:
+    """Augmented views drawn by another scheme than :data:`AUG_SCHEME` (or by a version that did
+    not record one) are deleted, so they are made again."""
+    if _scheme(d) != AUG_SCHEME:
+        for old in d.glob("aug-seed*.npy"):
+            old.unlink()
+        write_json(d / "aug-scheme.json", {"scheme": AUG_SCHEME})
+
+
 def load_features(work: str | Path, dataset: str, *, model: str, weights: str, size: int,
                   view: str = "view0") -> tuple[dict[str, int], np.ndarray]:
     """(content_hash → row, array) for one dataset and view."""
@@ -168,6 +193,10 @@ def load_features(work: str | Path, dataset: str, *, model: str, weights: str, s
     if not f.is_file():
         raise FileNotFoundError(f"features {f} missing; they are made by the fast path "
                                 "(`melanoma train --freeze backbone`) or the workflow's features rule")
+    if view != "view0" and _scheme(d) != AUG_SCHEME:
+        raise FileNotFoundError(f"features {f} were drawn by an older augmentation scheme "
+                                f"(not {AUG_SCHEME}); make them again with the features rule or "
+                                "`melanoma features` (which replaces them)")
     keys = read_json(d / ("keys.json" if view == "view0" else "aug-keys.json"))
     return {k: i for i, k in enumerate(keys)}, np.load(f, allow_pickle=False)
 
