@@ -6,9 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from melanoma.pipeline.grid import load_grid
+from melanoma.pipeline.grid import REPO, load_grid
 from melanoma.report import pages
 from melanoma.report.summary import aggregate, fmt, fmt_ci
+from melanoma.train.params import ParamError
 
 from .gridruns import write_grid
 
@@ -125,5 +126,5 @@ def test_a_grid_file_relative_to_the_current_folder(grid_file, monkeypatch, show
     monkeypatch.chdir(grid_file.parent)
     p = pages.Pages("g.yaml")
     assert p.grid.path == grid_file.relative_to(grid_file.parent) and len(p.runs) == 4
-    with pytest.raises(Exception, match="params/nope.yaml"):
+    with pytest.raises(ParamError, match=f"{REPO}/params/nope.yaml not found"):
         pages.Pages("params/nope.yaml")     # not here: looked up in the project, and not there either
