@@ -2,8 +2,9 @@
 made in about a second from generated images, with duplicates planted where a test wants them.
 
 Each image is a smooth random colour field (a 6×6 grid of random colours, upsampled): distinct
-seeds give distinct perceptual hashes, and a resized copy of one stays within the near-duplicate
-distances of :mod:`melanoma.data.dedup`. The hashes are computed with the same functions ingest
+seeds give distinct perceptual hashes (seeds 0–299: at least 12 bits of pHash apart), and
+:func:`near_copy` of one stays within the near-duplicate distances of :mod:`melanoma.data.dedup` for
+all of those seeds but 39 and 238. The hashes are computed with the same functions ingest
 uses (:mod:`melanoma.data.images`), so a manifest written here is what ingest would write for
 these pixels.
 """
@@ -92,8 +93,9 @@ def release(work, dataset: str, splits: dict[str, tuple[int, int]], *, seed: int
 
 
 def standard_work(work: str | Path) -> Path:
-    """ISIC 2017 (B: train 16 / val 8 / test 8), ISIC 2016 (A: train 12 / val 6 / test 6) and PH2
-    (G: train 10 / val 4, no test split), all images distinct; no duplicates planted."""
+    """ISIC 2017 (B: train 16 / val 8 / test 8; ISIC_0000000–31), ISIC 2016 (A: train 12 / val 6 /
+    test 6; ISIC_0000100–123) and PH2 (G: train 10 / val 4, no test split; IMD200–213), all images
+    distinct; no duplicates planted."""
     work = Path(work)
     release(work, "isic2017", {"train": (16, 6), "val": (8, 3), "test": (8, 3)}, seed=0, ids="ISIC_{:07d}")
     release(work, "isic2016", {"train": (12, 4), "val": (6, 2), "test": (6, 2)}, seed=100, ids="ISIC_{:07d}")
