@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from melanoma.train.group import train_members
-from melanoma.train.models import build_model
 from melanoma.train.params import ParamError, TrainParams
-from melanoma.train.sharedpass import GroupedModel, per_run_paths
 from melanoma.train.recipe import train_run
 
 
@@ -73,20 +71,6 @@ def test_group_equals_separate_runs_and_resumes(synth_work, tmp_path):
     train_members(ps, progress=False, log=logs.append)
     assert sum("already finished" in m for m in logs) == 2
     assert json.loads((grp[1] / "run.json").read_text())["manifests"] != run["manifests"]
-
-
-def test_grouped_model_shares_frozen_tensors_only(synth_work):
-    models = [build_model("resnet18", weights="none", freeze="conv") for _ in range(2)]
-    paths = per_run_paths(models[0])
-    assert "fc" in paths and "bn1" in paths and not any(q.startswith("conv") for q in paths)
-    with pytest.raises(ValueError, match="frozen tensors differ"):
-        GroupedModel(models)  # two random initialisations: their frozen convolutions differ
-    models[1].load_state_dict(models[0].state_dict())
-    g = GroupedModel(models).eval()
-    x = torch.randn(6, 3, 32, 32)
-    out = g(x, [1, 0], [4, 2])
-    ref = torch.cat([models[1].eval()(x[:4]), models[0].eval()(x[4:])])
-    assert torch.allclose(out, ref, atol=1e-5)
 
 
 def test_group_refuses_incompatible_runs(synth_work, tmp_path):

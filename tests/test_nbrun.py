@@ -47,14 +47,6 @@ def test_cli_nbrun_parses_parameter_types(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["status"] == "ok"
 
 
-def test_parameter_values_keep_their_text():
-    from melanoma.cli import _scalar
-
-    assert _scalar("0:1:0.02") == "0:1:0.02"  # YAML 1.1 would read 60.02
-    assert _scalar("10") == 10 and _scalar("0.8") == 0.8 and _scalar("true") is True
-    assert _scalar("ISIC2017") == "ISIC2017" and _scalar("/a/b") == "/a/b"
-
-
 def test_claim_gpu_without_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with claim_gpu() as g:

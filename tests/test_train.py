@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from melanoma.train.params import ParamError, TrainParams, epochs_for
-from melanoma.train.loop import epoch_order
 from melanoma.train.recipe import train_run
 
 
@@ -25,15 +24,6 @@ def _quiet(*a, **k):
 
 def test_epochs_schedule():
     assert [epochs_for(n) for n in range(1, 11)] == [30, 34, 36, 38, 40, 42, 44, 46, 48, 50]
-
-
-def test_oversampling_balances_classes():
-    y = np.array([0] * 90 + [1] * 10)
-    draws = np.concatenate([y[epoch_order(y, e, 0)] for e in range(20)])
-    assert 0.45 < draws.mean() < 0.55
-    assert (epoch_order(y, 3, 0) == epoch_order(y, 3, 0)).all()
-    assert not (epoch_order(y, 3, 0) == epoch_order(y, 4, 0)).all()
-    assert sorted(epoch_order(y, 0, 0, oversample=False)) == list(range(100))
 
 
 def test_fast_path_equals_loop_path(synth_work, tmp_path):
