@@ -88,6 +88,24 @@ def test_a_reingested_dataset_starts_over(work):
     assert json.loads((d / "aug-keys.json").read_text()) == sorted(fewer[fewer["split"] == "train"]["content_hash"])
 
 
+def test_augmented_views_of_another_scheme_are_made_again(work):
+    _ensure(work, "isic2017", views=1)
+    d = F.feature_dir(work, "toy", "none", SIZE) / "isic2017"
+    aug = d / "aug-seed0-v0.npy"
+    assert json.loads((d / "aug-scheme.json").read_text()) == {"scheme": F.AUG_SCHEME}
+    good = np.load(aug)
+    np.save(aug, np.zeros_like(good))                 # views an older scheme drew, as an older
+    (d / "aug-scheme.json").unlink()                  # version left them (no scheme recorded)
+    with pytest.raises(FileNotFoundError, match="older augmentation scheme"):
+        F.load_features(work, "isic2017", model="toy", weights="none", size=SIZE, view="aug-seed0-v0")
+    F.load_features(work, "isic2017", model="toy", weights="none", size=SIZE)  # view0 is unaffected
+    again = _ensure(work, "isic2017", views=1)
+    assert again["images_encoded"] == 16 and np.array_equal(np.load(aug), good)
+    (d / "aug-scheme.json").write_text(json.dumps({"scheme": F.AUG_SCHEME - 1}))
+    assert _ensure(work, "isic2017", views=1)["images_encoded"] == 16
+    assert _ensure(work, "isic2017", views=1)["images_encoded"] == 0  # and then it is current
+
+
 def test_gather_follows_the_rows_across_datasets(work):
     for ds in ("isic2017", "isic2016"):
         _ensure(work, ds)

@@ -115,10 +115,6 @@ def test_a_one_class_validation_split_takes_the_middle_candidate_by_auc():
     assert all(math.isnan(h["val_auc"]) for h in fit["history"]) and fit["index"] == len(GRID) // 2
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="BUG: fit_logistic_probe guards every validation score for an empty "
-                   "validation split (`if y_val.size else nan`) but calls decision_function on the 0 rows "
-                   "first, which scikit-learn refuses (ValueError: Found array with 0 sample(s)); "
-                   "unreachable through train_run, where combine() refuses an empty validation split")
 def test_an_empty_validation_split_takes_the_middle_candidate():
     Xtr, ytr, _, _ = _data(seed=5)
     fit = fit_logistic_probe(Xtr, ytr, Xtr[:0], ytr[:0], C_grid=GRID, log=_quiet)

@@ -104,7 +104,8 @@ def fit_logistic_probe(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarr
             clf.fit(Xs, y_train)
         ok = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
         converged &= ok
-        z_tr, z_va = clf.decision_function(Xs), clf.decision_function(Xv)
+        z_tr = clf.decision_function(Xs)
+        z_va = clf.decision_function(Xv) if len(Xv) else np.zeros(0)  # sklearn refuses 0 rows
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             v_auc = auc(y_val, 1 / (1 + np.exp(-z_va))) if y_val.size else math.nan
