@@ -368,7 +368,7 @@ def search_threshold(
 
     What a candidate is depends on ``mode``:
 
-    * ``"relative"`` (the seed code's rule, the default of :func:`melanoma.evaluate.steps.reject_run`):
+    * ``"relative"`` (the seed code's rule, the default of :func:`melanoma.evaluate.reject.reject_run`):
       a fraction :math:`r` to reject; its threshold is the validation entropy quantile
       :math:`\\tau_r` (:func:`relative_threshold`), and the result's ``threshold`` is that
       **entropy value** (``fraction`` is :math:`r`), to be applied unchanged to test as an

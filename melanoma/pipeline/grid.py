@@ -161,7 +161,7 @@ def _check_sections(path: Path, g: dict) -> None:
 
 
 def _check_reject(path: Path, where: str, rej: dict) -> None:
-    from melanoma.evaluate.steps import MODES, parse_thresholds
+    from melanoma.evaluate.reject import MODES, parse_thresholds
 
     if "mode" in rej and rej["mode"] not in MODES:
         raise ParamError(f"{path}: {where}.mode must be one of {', '.join(MODES)}, got {rej['mode']!r}"
@@ -171,7 +171,7 @@ def _check_reject(path: Path, where: str, rej: dict) -> None:
             parse_thresholds(str(rej["grid"]))
         except ValueError as e:
             raise ParamError(f"{path}: {where}.grid: {e}") from None
-    from melanoma.evaluate.steps import METHODS
+    from melanoma.evaluate.reject import METHODS
 
     if "method" in rej and rej["method"] not in METHODS:
         raise ParamError(f"{path}: {where}.method must be one of {', '.join(METHODS)}, got {rej['method']!r}"
