@@ -437,34 +437,16 @@ def search_threshold(
         raise ValueError(f"min_retained must be a positive integer, got {min_retained!r}")
     if not isinstance(min_coverage, (int, float, np.integer, np.floating)) or not (0 <= min_coverage <= 1):
         raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage!r}")
-    if grid is None:
-        grid = DEFAULT_GRID if mode == "absolute" else RELATIVE_GRID
-    grid = np.asarray(grid, dtype=np.float64)
-    if grid.ndim != 1 or grid.size == 0:
-        raise ValueError(f"grid must be a non-empty 1-D array of candidates, got shape {grid.shape}")
-    if mode == "relative" and (grid.min() < 0 or grid.max() >= 1):
-        raise ValueError(f"relative mode: the grid holds fractions to reject in [0, 1), got {grid.tolist()}")
+    cands = _candidates(grid, mode)
     n = y.size
-    rows = {k: np.full(grid.size, np.nan) for k in ("coverage", "accuracy", "ece", "brier", "objective")}
-    n_ret = np.zeros(grid.size, dtype=np.int64)
-    if mode == "relative":
-        thresholds = np.array([relative_threshold(p, float(r), base=base) if n else math.nan for r in grid])
+    if mode == "relative":  # a fraction r rejects the validation samples above its entropy quantile
+        cuts = np.array([relative_threshold(p, float(r), base=base) if n else math.nan for r in cands])
     else:
-        thresholds = grid.copy()
-    for j, t in enumerate(thresholds):
-        keep = retained_mask(p, float(t), mode=mode, base=base) if np.isfinite(t) else np.zeros(n, bool)
-        yk, pk = y[keep], p[keep]
-        n_ret[j] = yk.size
-        rows["coverage"][j] = yk.size / n if n else math.nan
-        if yk.size:
-            c = confusion_counts_unchecked(yk, pk > decision_threshold)
-            rows["accuracy"][j] = (c["tp"] + c["tn"]) / yk.size
-            rows["ece"][j] = ece_unchecked(yk, pk, n_bins, "uniform", "top-label")
-            rows["brier"][j] = brier_unchecked(yk, pk)
-        if yk.size >= min_retained and yk.size >= min_coverage * n - 1e-9:
-            rows["objective"][j] = 0.5 * (rows["ece"][j] + rows["brier"][j])
-    fractions = grid.copy() if mode == "relative" else np.full(grid.size, np.nan)
-    table = {"threshold": thresholds, "fraction": fractions, "coverage": rows["coverage"], "n_retained": n_ret}
+        cuts = cands.copy()
+    rows, n_ret = _score_candidates(y, p, cuts, mode=mode, base=base, n_bins=n_bins, min_retained=min_retained,
+                                    min_coverage=min_coverage, decision_threshold=decision_threshold)
+    fractions = cands.copy() if mode == "relative" else np.full(cands.size, np.nan)
+    table = {"threshold": cuts, "fraction": fractions, "coverage": rows["coverage"], "n_retained": n_ret}
     table.update({k: rows[k] for k in ("accuracy", "ece", "brier", "objective")})
     out = {"mode": mode, "n": int(n), "table": table}
     obj = rows["objective"]
@@ -479,18 +461,52 @@ def search_threshold(
         out.update(threshold=math.nan, fraction=math.nan, objective=math.nan, coverage=math.nan, n_retained=0)
         return out
     best = np.nanmin(obj)
-    cand = np.flatnonzero(np.isfinite(obj) & (np.abs(obj - best) <= 1e-12))
+    tied = np.flatnonzero(np.isfinite(obj) & (np.abs(obj - best) <= 1e-12))
     # ties: highest coverage, then larger entropy threshold (absolute) / smaller fraction (others)
-    secondary = grid[cand] if mode == "absolute" else -grid[cand]
-    j = cand[np.lexsort((secondary, n_ret[cand]))[-1]]
+    secondary = cands[tied] if mode == "absolute" else -cands[tied]
+    j = tied[np.lexsort((secondary, n_ret[tied]))[-1]]
     out.update(
-        threshold=float(thresholds[j]),
+        threshold=float(cuts[j]),
         fraction=float(fractions[j]),
         objective=float(obj[j]),
         coverage=float(rows["coverage"][j]),
         n_retained=int(n_ret[j]),
     )
     return out
+
+
+def _candidates(grid, mode: str) -> np.ndarray:
+    """:func:`search_threshold`'s candidates as a checked 1-D array (``None``: the mode's default)."""
+    if grid is None:
+        grid = DEFAULT_GRID if mode == "absolute" else RELATIVE_GRID
+    cands = np.asarray(grid, dtype=np.float64)
+    if cands.ndim != 1 or cands.size == 0:
+        raise ValueError(f"grid must be a non-empty 1-D array of candidates, got shape {cands.shape}")
+    if mode == "relative" and (cands.min() < 0 or cands.max() >= 1):
+        raise ValueError(f"relative mode: the grid holds fractions to reject in [0, 1), got {cands.tolist()}")
+    return cands
+
+
+def _score_candidates(y, p, cuts, *, mode, base, n_bins, min_retained, min_coverage, decision_threshold):
+    """Per cut (entropy threshold, or fraction in coverage mode): coverage, accuracy, ECE, Brier and
+    the objective ½(ECE + Brier) of the validation samples it retains (objective NaN where it
+    keeps fewer than ``min_retained`` or a fraction below ``min_coverage``), and the number retained."""
+    n = y.size
+    rows = {k: np.full(cuts.size, np.nan) for k in ("coverage", "accuracy", "ece", "brier", "objective")}
+    n_ret = np.zeros(cuts.size, dtype=np.int64)
+    for j, t in enumerate(cuts):
+        keep = retained_mask(p, float(t), mode=mode, base=base) if np.isfinite(t) else np.zeros(n, bool)
+        yk, pk = y[keep], p[keep]
+        n_ret[j] = yk.size
+        rows["coverage"][j] = yk.size / n if n else math.nan
+        if yk.size:
+            c = confusion_counts_unchecked(yk, pk > decision_threshold)
+            rows["accuracy"][j] = (c["tp"] + c["tn"]) / yk.size
+            rows["ece"][j] = ece_unchecked(yk, pk, n_bins, "uniform", "top-label")
+            rows["brier"][j] = brier_unchecked(yk, pk)
+        if yk.size >= min_retained and yk.size >= min_coverage * n - 1e-9:
+            rows["objective"][j] = 0.5 * (rows["ece"][j] + rows["brier"][j])
+    return rows, n_ret
 
 
 def rejection_report(
