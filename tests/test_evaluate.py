@@ -107,7 +107,7 @@ REJ_KEYS = ("threshold", "coverage", "before", "after", "fp", "fn", "fp_after", 
             "fn_prevented", "fn_reduction_pct", "val_search", "curves", "aurc", "eaurc", "selective_risk")
 
 
-GRID_LEN = {"absolute": 21, "coverage": 16, "relative": 16}   # 0…0.2 bits / r = 0.05…0.20
+N_CANDIDATES = {"absolute": 21, "coverage": 16, "relative": 16}   # 0…0.2 bits / r = 0.05…0.20
 
 
 @pytest.mark.parametrize("mode", ["relative", "absolute", "coverage"])
@@ -116,7 +116,8 @@ def test_rejection_json_contract_and_accounting(run_dir, mode):
     j = json.loads((run_dir / "rejection.json").read_text())
     assert j["mode"] == mode and j["min_coverage"] == 0.5 and j["temperature"] is False
     assert j["primary"] == "raw"
-    assert len(j["grid"]) == GRID_LEN[mode] and j["grid"][-1] == pytest.approx(0.2)
+    assert len(j["thresholds"]) == N_CANDIDATES[mode] and j["thresholds"][-1] == pytest.approx(0.2)
+    assert "grid" not in j  # "grid" is the experiment file only
     for es in ("isic2017", "isic2018"):
         e = j["eval_sets"][es]
         for k in REJ_KEYS:
@@ -143,17 +144,17 @@ def test_rejection_json_contract_and_accounting(run_dir, mode):
         assert e["fp_prevented"] + e["fn_prevented"] + e["tp_rejected"] + e["tn_rejected"] == e["n_rejected"]
         if e["fn"]:
             assert e["fn_reduction_pct"] == pytest.approx(100 * e["fn_prevented"] / e["fn"])
-        # the threshold is a grid value (relative: the entropy quantile of r on validation) with the
+        # the threshold is a candidate (relative: the entropy quantile of r on validation) with the
         # validation coverage floor respected
         if mode == "relative":
-            assert e["fraction"] in j["grid"]
+            assert e["fraction"] in j["thresholds"]
             yv, pv = _val_rows(run_dir, es)
             assert e["threshold"] == pytest.approx(np.sort(entropy(pv))[len(pv) - int(np.floor(e["fraction"] * len(pv) + 1e-9)) - 1])
             assert e["val_coverage"] >= 1 - e["fraction"] - 1e-12
         else:
-            assert e["threshold"] in j["grid"]
+            assert e["threshold"] in j["thresholds"]
         assert e["val_search"]["coverage"] >= 0.5 and e["val_search"]["min_coverage_met"] is True
-        assert len(e["val_search"]["table"]["threshold"]) == GRID_LEN[mode]
+        assert len(e["val_search"]["table"]["threshold"]) == N_CANDIDATES[mode]
         # independent recomputation of the retained set and the "after" metrics with sklearn
         y, p = _test_rows(run_dir, es)
         if mode in ("absolute", "relative"):
@@ -216,7 +217,7 @@ def test_temperature_block_and_min_coverage(run_dir):
 
 def test_floor_out_of_reach_is_relaxed_and_reported(run_dir):
     # no entropy threshold <= 0.01 bit can keep 99 % of these validation images
-    r = reject_run(run_dir, B=B, mode="absolute", grid="0:0.01:0.01", min_coverage=0.99)
+    r = reject_run(run_dir, B=B, mode="absolute", thresholds="0:0.01:0.01", min_coverage=0.99)
     s = r["eval_sets"]["isic2017"]["val_search"]
     assert s["min_coverage_met"] is False and "relaxed" in s["note"]
     assert s["coverage"] == pytest.approx(np.nanmax(s["table"]["coverage"]))
@@ -236,7 +237,7 @@ def test_everything_rejected(tmp_path):
     run.mkdir()
     pred.to_parquet(run / "predictions.parquet", index=False)
     write_json(run / "run.json", {"run_id": "allrej", "synthetic": False})
-    r = reject_run(run, mode="absolute", grid="0:0:1", B=B)
+    r = reject_run(run, mode="absolute", thresholds="0:0:1", B=B)
     e = r["eval_sets"]["isic2017"]
     assert e["threshold"] == 0.0 and e["val_search"]["coverage"] == 1.0
     assert e["coverage"] == 0.0 and e["n_retained"] == 0 and e["n_rejected"] == 30
@@ -245,12 +246,12 @@ def test_everything_rejected(tmp_path):
     assert e["fp_prevented"] == e["fp"] and e["fn_prevented"] == e["fn"] and e["fp_after"] == e["fn_after"] == 0
     assert json.loads((run / "rejection.json").read_text())["synthetic"] is False
     # and everything rejected in coverage mode
-    e = reject_run(run, mode="coverage", grid=[1.0], min_coverage=0, B=B)["eval_sets"]["isic2017"]
+    e = reject_run(run, mode="coverage", thresholds=[1.0], min_coverage=0, B=B)["eval_sets"]["isic2017"]
     assert e["val_search"]["note"] == "no candidate threshold retains any validation sample"
 
 
 def test_no_candidate_retains_anything_is_a_skip(run_dir):
-    r = reject_run(run_dir, mode="absolute", grid=[0.0], B=B)  # no entropy is exactly 0 here
+    r = reject_run(run_dir, mode="absolute", thresholds=[0.0], B=B)  # no entropy is exactly 0 here
     assert "no candidate threshold retains any validation sample" in r["eval_sets"]["isic2017"]["skipped"]
 
 
@@ -266,12 +267,12 @@ def test_no_candidate_retains_anything_is_a_skip(run_dir):
     ("0:inf:0.1", "finite"),
     ("0:1000:0.0001", "too many"),
 ])
-def test_parse_grid_errors(text, message):
+def test_parse_thresholds_errors(text, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         parse_thresholds(text)
 
 
-def test_parse_grid_values():
+def test_parse_thresholds_values():
     g = parse_thresholds("0:0.2:0.01")
     assert g.size == 21 and g[0] == 0 and g[-1] == 0.2
     assert parse_thresholds(" 0.05 : 0.15 : 0.05 ").tolist() == [0.05, 0.1, 0.15]
@@ -280,15 +281,15 @@ def test_parse_grid_values():
 
 def test_bad_arguments(run_dir, tmp_path):
     with pytest.raises(ValueError, match="coverage"):
-        reject_run(run_dir, mode="coverage", grid="0:2:0.5", B=B)
+        reject_run(run_dir, mode="coverage", thresholds="0:2:0.5", B=B)
     with pytest.raises(ValueError, match="mode"):
         reject_run(run_dir, mode="bits", B=B)
     with pytest.raises(ValueError, match="relative"):
-        reject_run(run_dir, mode="relative", grid="0:1:0.5", B=B)
+        reject_run(run_dir, mode="relative", thresholds="0:1:0.5", B=B)
     with pytest.raises(ValueError, match="min_coverage"):
         reject_run(run_dir, min_coverage=1.5, B=B)
     with pytest.raises(ValueError, match="START:STOP:STEP"):
-        reject_run(run_dir, grid="0-0.2", B=B)
+        reject_run(run_dir, thresholds="0-0.2", B=B)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         calibrate_run(tmp_path / "nope", B=B)
     (tmp_path / "half").mkdir()
@@ -310,7 +311,7 @@ def test_cli_calibrate_and_reject(run_dir, capsys):
     out = capsys.readouterr().out
     assert "accuracy before → after" in out and "melanomas caught / missed / referred" in out and "skipped" in out
     j = json.loads((run_dir / "rejection.json").read_text())
-    assert j["mode"] == "coverage" and j["grid"] == [0.0, 0.05, 0.1] and j["min_coverage"] == 0.7
+    assert j["mode"] == "coverage" and j["thresholds"] == [0.0, 0.05, 0.1] and j["min_coverage"] == 0.7
     assert "temperature" in j["eval_sets"]["isic2017"]
     assert main(["reject", str(run_dir), "--bootstrap", str(B)]) == 0
     with pytest.raises(SystemExit) as exc:
@@ -324,20 +325,26 @@ def test_cli_calibrate_and_reject(run_dir, capsys):
     assert main(["calibrate", str(run_dir / "missing")]) == 2
 
 
-def test_absolute_grid_above_the_two_class_maximum_is_an_error(tmp_path):
-    """A grid value above 1 bit (e.g. "0:1:0.02" misread as the number 60.02) retains everything."""
+def test_absolute_thresholds_above_the_two_class_maximum_are_an_error(tmp_path):
+    """A candidate above 1 bit (e.g. "0:1:0.02" misread as the number 60.02) retains everything."""
     run_dir = make_run(tmp_path / "run")
     with pytest.raises(ValueError, match="two-class maximum"):
-        reject_run(run_dir, mode="absolute", grid=60.02, B=10)
+        reject_run(run_dir, mode="absolute", thresholds=60.02, B=10)
     with pytest.raises(ValueError, match="fractions of the validation split"):
-        reject_run(run_dir, grid=60.02, B=10)
+        reject_run(run_dir, thresholds=60.02, B=10)
+
+
+def test_grid_is_not_a_reject_run_keyword(run_dir):
+    """The candidates are ``thresholds``; "grid" names only the experiment file (params/*.yaml)."""
+    with pytest.raises(TypeError, match="grid"):
+        reject_run(run_dir, grid="0:0.2:0.01", B=B)
 
 
 # ----------------------------------------------------------------------------- relative rule, flags
 
-def test_default_rule_is_relative_and_keeps_the_seed_codes_grid(run_dir):
+def test_default_rule_is_relative_and_keeps_the_seed_codes_thresholds(run_dir):
     r = reject_run(run_dir, B=B)
-    assert r["mode"] == "relative" and r["grid"].tolist() == pytest.approx(np.arange(0.05, 0.2001, 0.01).tolist())
+    assert r["mode"] == "relative" and r["thresholds"].tolist() == pytest.approx(np.arange(0.05, 0.2001, 0.01).tolist())
     for es in ("isic2017", "isic2018"):
         e = r["eval_sets"][es]
         assert 0.8 - 1e-12 <= e["val_coverage"] <= 0.95 + 1e-12   # r in 0.05..0.20 of validation

@@ -3,7 +3,7 @@
 The package function behind notebook 04 and ``melanoma reject``. The run directory is read by
 :mod:`melanoma.evaluate.rundir`; :func:`reject_run` writes ``RUN_DIR/rejection.json``::
 
-    {"run_id", "model", "train", "synthetic", "mode", "base", "grid", "min_coverage",
+    {"run_id", "model", "train", "synthetic", "mode", "base", "thresholds", "min_coverage",
      "temperature", "primary" (raw | temperature), "low_test_coverage", "n_bins", "B", "alpha",
      "seed", "decision_threshold", "coverages",
      "eval_sets": {eval_set: {
@@ -57,8 +57,8 @@ from melanoma.evaluate.conformal import compare_methods, conformal_decisions, fi
 from melanoma.evaluate.metrics import MetricUndefinedWarning, bootstrap_ci, classification_report
 from melanoma.evaluate.rundir import eval_groups, labelled_arrays, load_run, run_header, split_counts
 from melanoma.evaluate.uncertainty import (
-    DEFAULT_GRID,
-    RELATIVE_GRID,
+    ABSOLUTE_THRESHOLDS,
+    RELATIVE_THRESHOLDS,
     accuracy_rejection_curve,
     apply_temperature,
     aurc,
@@ -116,7 +116,7 @@ _MAX_THRESHOLDS = 100_000
 def parse_thresholds(text: str) -> np.ndarray:
     """Parse ``START:STOP:STEP`` into candidate thresholds, STOP included.
 
-    ``"0:0.2:0.01"`` gives 0, 0.01, …, 0.20 (21 values, the paper's grid). Values are rounded to
+    ``"0:0.2:0.01"`` gives 0, 0.01, …, 0.20 (21 values, the paper's candidates). Values are rounded to
     10 decimals so that ``0.1 + 0.2`` style errors never add or drop the last candidate.
 
     Parameters
@@ -170,7 +170,7 @@ def parse_thresholds(text: str) -> np.ndarray:
 
 def default_thresholds(mode: str) -> np.ndarray:
     """The candidates of a rule: fractions 0.05 … 0.20 (relative, coverage) or 0 … 0.2 bits (absolute)."""
-    return (DEFAULT_GRID if mode == "absolute" else RELATIVE_GRID).copy()
+    return (ABSOLUTE_THRESHOLDS if mode == "absolute" else RELATIVE_THRESHOLDS).copy()
 
 
 def _resolve_thresholds(thresholds, mode: str, base: float = 2) -> np.ndarray:
@@ -200,12 +200,12 @@ def _resolve_thresholds(thresholds, mode: str, base: float = 2) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _search(yv, pv, grid, mode, n_bins, base, min_coverage) -> dict:
+def _search(yv, pv, thresholds, mode, n_bins, base, min_coverage) -> dict:
     """search_threshold with the coverage floor; if no candidate meets the floor, relax it to the
     largest coverage any candidate reaches (flagged ``min_coverage_met: False``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MetricUndefinedWarning)
-        s = search_threshold(yv, pv, grid, mode=mode, n_bins=n_bins, base=base, min_coverage=min_coverage)
+        s = search_threshold(yv, pv, thresholds, mode=mode, n_bins=n_bins, base=base, min_coverage=min_coverage)
         s["min_coverage"] = float(min_coverage)
         s["min_coverage_met"] = bool(np.isfinite(s["threshold"]))
         s["note"] = ""
@@ -217,11 +217,12 @@ def _search(yv, pv, grid, mode, n_bins, base, min_coverage) -> dict:
             s["note"] = "no candidate threshold retains any validation sample"
             return s
         best = float(cov.max())
-        s2 = search_threshold(yv, pv, grid, mode=mode, n_bins=n_bins, base=base, min_coverage=best)
+        s2 = search_threshold(yv, pv, thresholds, mode=mode, n_bins=n_bins, base=base, min_coverage=best)
     s2["min_coverage"] = float(min_coverage)
     s2["min_coverage_met"] = False
     s2["note"] = (f"no candidate reaches validation coverage {min_coverage:g}; the floor was relaxed to the "
-                  f"largest coverage in the grid, {best:.3f} (widen the grid or lower min_coverage)")
+                  f"largest coverage among the candidate thresholds, {best:.3f} (widen the thresholds or lower "
+                  "min_coverage)")
     return s2
 
 
@@ -229,7 +230,7 @@ def rejection_flags(val_search: dict, coverage: float, referral: dict) -> list[d
     """Why a rejection result must not be read at face value: a list of ``{"code", "text"}``.
 
     * ``floor-relaxed``: no candidate reached the validation coverage floor, so the floor was
-      relaxed (the threshold is the least-bad one in the grid, not one the rule accepts);
+      relaxed (the threshold is the least-bad candidate, not one the rule accepts);
     * ``low-coverage``: the threshold kept less than :data:`LOW_TEST_COVERAGE` of the test split
       (metrics "after" describe a small, easy subset);
     * ``one-class-retained``: the retained test images lack melanomas or benign lesions, so
@@ -253,9 +254,9 @@ def rejection_flags(val_search: dict, coverage: float, referral: dict) -> list[d
     return flags
 
 
-def _variant(yv, pv, yt, pt, g_arr, mode, n_bins, base, min_coverage) -> dict:
+def _variant(yv, pv, yt, pt, candidates, mode, n_bins, base, min_coverage) -> dict:
     """One rejection rule applied to one pair of (validation, test) probabilities."""
-    search = _search(yv, pv, g_arr, mode, n_bins, base, min_coverage)
+    search = _search(yv, pv, candidates, mode, n_bins, base, min_coverage)
     if not np.isfinite(search["threshold"]):
         return {"skipped": search["note"], "val_search": search,
                 "flags": [{"code": "skipped", "text": search["note"]}]}
@@ -301,7 +302,6 @@ def reject_run(
     conformal_alpha: float = 0.1,
     risk_target: float = 0.2,
     risk_delta: float = 0.05,
-    grid=None,
 ) -> dict:
     """Entropy rejection for every evaluation set of a run: threshold on validation, report on test.
 
@@ -360,7 +360,7 @@ def reject_run(
         Candidates; ``None`` = the mode's default (relative/coverage: fractions 0.05 … 0.20;
         absolute: 0, 0.01, …, 0.20 bits); a string ``START:STOP:STEP`` (see :func:`parse_thresholds`).
     min_coverage : float, default=0.8
-        Smallest validation coverage a candidate must keep (relative mode with the default grid
+        Smallest validation coverage a candidate must keep (relative mode with the default thresholds
         always keeps ≥ 0.8).
     temperature : bool, default=False
         Make the temperature-scaled variant the primary result.
@@ -382,19 +382,12 @@ def reject_run(
         Conformal miscoverage per class.
     risk_target, risk_delta : float, default 0.2 and 0.05
         SGR's bound on the selective error and its failure probability.
-    grid : None, str or sequence of float
-        The old name of ``thresholds`` (notebook ``04_reject``'s parameter and a grid file's
-        ``reject: {grid: ...}`` still use it); give one of the two.
 
     Returns
     -------
     dict
         What was written to ``RUN_DIR/rejection.json`` (layout in the module docstring).
     """
-    if grid is not None:  # the old name (notebook 04's parameter, a grid file's `reject: {grid: ...}`)
-        if thresholds is not None:
-            raise ValueError("give the candidates once: thresholds (grid is its old name)")
-        thresholds = grid
     st = _RejectSettings(mode=mode, min_coverage=min_coverage, temperature=temperature, base=base, B=B,
                          alpha=alpha, seed=seed, n_bins=n_bins, coverages=coverages, method=method,
                          conformal_alpha=conformal_alpha, risk_target=risk_target, risk_delta=risk_delta,
@@ -402,7 +395,7 @@ def reject_run(
     st.check(thresholds)
     run_dir = Path(run_dir)
     run, pred = load_run(run_dir)
-    out = {**run_header(run, run_dir), "mode": mode, "base": float(base), "grid": st.candidates,
+    out = {**run_header(run, run_dir), "mode": mode, "base": float(base), "thresholds": st.candidates,
            "min_coverage": float(min_coverage), "temperature": bool(temperature), "primary": st.primary,
            "low_test_coverage": LOW_TEST_COVERAGE, "n_bins": int(n_bins), "method": method,
            "conformal_alpha": float(conformal_alpha), "risk_target": float(risk_target),

@@ -35,8 +35,8 @@ from melanoma.evaluate.metrics import (
 
 __all__ = [
     "UNCERTAIN",
-    "DEFAULT_GRID",
-    "RELATIVE_GRID",
+    "ABSOLUTE_THRESHOLDS",
+    "RELATIVE_THRESHOLDS",
     "entropy",
     "reject_by_threshold",
     "reject_by_coverage",
@@ -59,15 +59,16 @@ __all__ = [
 #: Label given to rejected predictions.
 UNCERTAIN = "Uncertain"
 
-#: The paper's candidate thresholds: 0, 0.01, ..., 0.20 (entropy in bits, or rejected fraction).
-DEFAULT_GRID = np.round(np.arange(0.0, 0.2001, 0.01), 10)
+#: The paper's candidate thresholds: 0, 0.01, ..., 0.20 (entropy in bits; the default of ``mode="absolute"``).
+ABSOLUTE_THRESHOLDS = np.round(np.arange(0.0, 0.2001, 0.01), 10)
 
-#: The seed code's relative thresholds: reject 5 %, 6 %, ..., 20 % of the validation split.
-RELATIVE_GRID = np.round(np.arange(0.05, 0.2001, 0.01), 10)
+#: The seed code's relative thresholds: reject 5 %, 6 %, ..., 20 % of the validation split (the
+#: default of ``mode="relative"`` and ``"coverage"``).
+RELATIVE_THRESHOLDS = np.round(np.arange(0.05, 0.2001, 0.01), 10)
 
 #: Rejection rules. ``relative`` (the seed code's): the threshold is the validation split's entropy
 #: quantile that rejects a fraction r, and that *entropy value* is applied to test; ``absolute``:
-#: the grid holds entropies in bits; ``coverage``: reject a fraction of whatever set is scored.
+#: the candidates are entropies in bits; ``coverage``: reject a fraction of whatever set is scored.
 _MODES = ("relative", "absolute", "coverage")
 
 
@@ -346,7 +347,7 @@ def _check_mask(mask, n: int) -> np.ndarray:
 def search_threshold(
     y_val,
     p_val,
-    grid=None,
+    thresholds=None,
     *,
     mode: str = "absolute",
     n_bins: int = 10,
@@ -357,7 +358,7 @@ def search_threshold(
 ) -> dict:
     """Choose the rejection threshold on the validation split (the paper's rule, §3.3).
 
-    For each candidate in ``grid``, keep the validation samples it retains and compute
+    For each candidate in ``thresholds``, keep the validation samples it retains and compute
 
     .. math:: J = \\tfrac12\\bigl(\\text{ECE}(\\text{retained}) + \\text{Brier}(\\text{retained})\\bigr)
 
@@ -391,10 +392,10 @@ def search_threshold(
         Validation labels, 1 = melanoma.
     p_val : array-like of shape (n,)
         Validation p(melanoma).
-    grid : array-like of float, optional
+    thresholds : array-like of float, optional
         Candidates: fractions to reject (``relative``, ``coverage``; default
-        :data:`RELATIVE_GRID`, 0.05 to 0.20) or entropy thresholds (``absolute``; default
-        :data:`DEFAULT_GRID`, 0 to 0.2 bits).
+        :data:`RELATIVE_THRESHOLDS`, 0.05 to 0.20) or entropy thresholds (``absolute``; default
+        :data:`ABSOLUTE_THRESHOLDS`, 0 to 0.2 bits).
     mode : {"absolute", "relative", "coverage"}, default="absolute"
         Rejection rule, see above.
     n_bins : int, default=10
@@ -420,10 +421,10 @@ def search_threshold(
 
     Examples
     --------
-    >>> s = search_threshold([1, 0, 1, 0], [0.99, 0.02, 0.6, 0.45], grid=[0.0, 0.2, 1.0])
+    >>> s = search_threshold([1, 0, 1, 0], [0.99, 0.02, 0.6, 0.45], thresholds=[0.0, 0.2, 1.0])
     >>> s["threshold"], s["coverage"]
     (0.2, 0.5)
-    >>> r = search_threshold([1, 0, 1, 0, 1], [0.99, 0.02, 0.6, 0.45, 0.9], grid=[0.2, 0.4],
+    >>> r = search_threshold([1, 0, 1, 0, 1], [0.99, 0.02, 0.6, 0.45, 0.9], thresholds=[0.2, 0.4],
     ...                      mode="relative")
     >>> r["fraction"], round(r["threshold"], 4), r["coverage"]
     (0.4, 0.469, 0.6)
@@ -437,7 +438,7 @@ def search_threshold(
         raise ValueError(f"min_retained must be a positive integer, got {min_retained!r}")
     if not isinstance(min_coverage, (int, float, np.integer, np.floating)) or not (0 <= min_coverage <= 1):
         raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage!r}")
-    cands = _candidates(grid, mode)
+    cands = _candidates(thresholds, mode)
     n = y.size
     if mode == "relative":  # a fraction r rejects the validation samples above its entropy quantile
         cuts = np.array([relative_threshold(p, float(r), base=base) if n else math.nan for r in cands])
@@ -454,7 +455,7 @@ def search_threshold(
         warnings.warn(
             f"no candidate threshold retains at least min_retained={min_retained} and "
             f"min_coverage={min_coverage:g} of the {n} validation samples; threshold is nan "
-            "(widen the grid or lower min_retained / min_coverage)",
+            "(widen the thresholds or lower min_retained / min_coverage)",
             MetricUndefinedWarning,
             stacklevel=2,
         )
@@ -475,15 +476,15 @@ def search_threshold(
     return out
 
 
-def _candidates(grid, mode: str) -> np.ndarray:
+def _candidates(thresholds, mode: str) -> np.ndarray:
     """:func:`search_threshold`'s candidates as a checked 1-D array (``None``: the mode's default)."""
-    if grid is None:
-        grid = DEFAULT_GRID if mode == "absolute" else RELATIVE_GRID
-    cands = np.asarray(grid, dtype=np.float64)
+    if thresholds is None:
+        thresholds = ABSOLUTE_THRESHOLDS if mode == "absolute" else RELATIVE_THRESHOLDS
+    cands = np.asarray(thresholds, dtype=np.float64)
     if cands.ndim != 1 or cands.size == 0:
-        raise ValueError(f"grid must be a non-empty 1-D array of candidates, got shape {cands.shape}")
+        raise ValueError(f"thresholds must be a non-empty 1-D array of candidates, got shape {cands.shape}")
     if mode == "relative" and (cands.min() < 0 or cands.max() >= 1):
-        raise ValueError(f"relative mode: the grid holds fractions to reject in [0, 1), got {cands.tolist()}")
+        raise ValueError(f"relative mode: the thresholds are fractions to reject, in [0, 1); got {cands.tolist()}")
     return cands
 
 
