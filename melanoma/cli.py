@@ -164,7 +164,8 @@ def cmd_nbrun(a) -> int:
 
 
 def cmd_calibrate(a) -> int:
-    from melanoma.evaluate.steps import calibrate_run, calibrate_table
+    from melanoma.evaluate.calibrate import calibrate_run
+    from melanoma.evaluate.tables import calibrate_table
 
     r = calibrate_run(a.run_dir, n_bins=a.bins, B=a.bootstrap, seed=a.seed)
     _print_table(calibrate_table(r))
@@ -180,7 +181,7 @@ def _float_list(text: str) -> list[float]:
 
 
 def _thresholds_arg(text: str):
-    from melanoma.evaluate.steps import parse_thresholds
+    from melanoma.evaluate.reject import parse_thresholds
 
     try:
         return parse_thresholds(text)
@@ -195,7 +196,8 @@ def _old_thresholds_flag(text: str):
 
 
 def cmd_reject(a) -> int:
-    from melanoma.evaluate.steps import methods_table, reject_run, reject_table
+    from melanoma.evaluate.reject import reject_run
+    from melanoma.evaluate.tables import methods_table, reject_table
 
     r = reject_run(a.run_dir, mode=a.mode, thresholds=a.thresholds, min_coverage=a.min_coverage,
                    temperature=a.temperature, base=a.base, B=a.bootstrap, seed=a.seed, method=a.method,

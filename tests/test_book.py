@@ -50,7 +50,8 @@ def _flagged_grid(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from melanoma.evaluate import steps as evaluate
+    from melanoma.evaluate.calibrate import calibrate_run
+    from melanoma.evaluate.reject import reject_run
     from melanoma.io import write_json
 
     from .conftest import logit_scores, prediction_rows
@@ -67,8 +68,8 @@ def _flagged_grid(tmp_path):
     pd.concat(parts, ignore_index=True).to_parquet(rd / "predictions.parquet", index=False)
     write_json(rd / "run.json", {"run_id": "m__B", "model": "m", "train": "B", "synthetic": True,
                                  "eval_sets": ["isic2017", "isic2018"]})
-    evaluate.calibrate_run(rd, B=20)
-    evaluate.reject_run(rd, B=20)
+    calibrate_run(rd, B=20)
+    reject_run(rd, B=20)
     grid = SimpleNamespace(name="t", eval_sets=["isic2017", "isic2018"], results=results, is_synthetic=True,
                            figures={"rejection": "m__B"})
     return grid, rd

@@ -91,7 +91,7 @@ def test_notebook_helpers_for_tables_and_learning_curves():
     """The blocks the notebooks no longer hold: the learning curves figure and the confusion table."""
     import pandas as pd
 
-    from melanoma.evaluate import steps as evaluate
+    from melanoma.evaluate.tables import confusion_table
     from melanoma.report import plots
 
     h = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.7, 0.5, 0.4], "val_loss": [0.7, 0.6, 0.65],
@@ -105,7 +105,7 @@ def test_notebook_helpers_for_tables_and_learning_curves():
         plots.learning_curves({"a": h.drop(columns="val_auc")})
     pred = pd.DataFrame({"run_id": "r", "eval_set": "isic2017", "split": ["val"] * 4 + ["test", "val"],
                          "label": [1, 1, 0, 0, 1, -1], "p_melanoma": [0.9, 0.2, 0.1, 0.6, 0.9, 0.9]})
-    t = evaluate.confusion_table(pred)
+    t = confusion_table(pred)
     assert t.loc[("r", "isic2017", "melanoma"), "melanoma"] == 1 and t.values.sum() == 4
     with pytest.raises(ValueError, match="threshold must be in"):
-        evaluate.confusion_table(pred, threshold=1.5)
+        confusion_table(pred, threshold=1.5)

@@ -1,4 +1,4 @@
-"""melanoma.evaluate.steps: metrics.json / rejection.json on a run directory built by hand (no training)."""
+"""melanoma.evaluate.calibrate / reject / tables: metrics.json / rejection.json on a run directory built by hand (no training)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, brier_score_loss, precision_score, recall_score, roc_auc_score
 
-from melanoma.evaluate import steps as evaluate
 from melanoma.cli import main
+from melanoma.evaluate.calibrate import calibrate_run
+from melanoma.evaluate.reject import LOW_TEST_COVERAGE, parse_thresholds, reject_run
+from melanoma.evaluate.tables import flag_text, methods_table, reject_table
 from melanoma.io import write_json
 from melanoma.evaluate.uncertainty import entropy
 
@@ -52,7 +54,7 @@ def _check_block(b):
 # ----------------------------------------------------------------------------- metrics.json
 
 def test_metrics_json_contract_and_sklearn(run_dir):
-    r = evaluate.calibrate_run(run_dir, B=B)
+    r = calibrate_run(run_dir, B=B)
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["eval_sets"].keys() == r["eval_sets"].keys() == {"isic2017", "isic2018", "ph2", "isic2020"}
     assert {"run_id", "model", "train", "synthetic", "n_bins", "B", "eval_sets"} <= m.keys()
@@ -105,16 +107,17 @@ REJ_KEYS = ("threshold", "coverage", "before", "after", "fp", "fn", "fp_after", 
             "fn_prevented", "fn_reduction_pct", "val_search", "curves", "aurc", "eaurc", "selective_risk")
 
 
-GRID_LEN = {"absolute": 21, "coverage": 16, "relative": 16}   # 0…0.2 bits / r = 0.05…0.20
+N_CANDIDATES = {"absolute": 21, "coverage": 16, "relative": 16}   # 0…0.2 bits / r = 0.05…0.20
 
 
 @pytest.mark.parametrize("mode", ["relative", "absolute", "coverage"])
 def test_rejection_json_contract_and_accounting(run_dir, mode):
-    r = evaluate.reject_run(run_dir, mode=mode, B=B, min_coverage=0.5)
+    r = reject_run(run_dir, mode=mode, B=B, min_coverage=0.5)
     j = json.loads((run_dir / "rejection.json").read_text())
     assert j["mode"] == mode and j["min_coverage"] == 0.5 and j["temperature"] is False
     assert j["primary"] == "raw"
-    assert len(j["grid"]) == GRID_LEN[mode] and j["grid"][-1] == pytest.approx(0.2)
+    assert len(j["thresholds"]) == N_CANDIDATES[mode] and j["thresholds"][-1] == pytest.approx(0.2)
+    assert "grid" not in j  # "grid" is the experiment file only
     for es in ("isic2017", "isic2018"):
         e = j["eval_sets"][es]
         for k in REJ_KEYS:
@@ -141,17 +144,17 @@ def test_rejection_json_contract_and_accounting(run_dir, mode):
         assert e["fp_prevented"] + e["fn_prevented"] + e["tp_rejected"] + e["tn_rejected"] == e["n_rejected"]
         if e["fn"]:
             assert e["fn_reduction_pct"] == pytest.approx(100 * e["fn_prevented"] / e["fn"])
-        # the threshold is a grid value (relative: the entropy quantile of r on validation) with the
+        # the threshold is a candidate (relative: the entropy quantile of r on validation) with the
         # validation coverage floor respected
         if mode == "relative":
-            assert e["fraction"] in j["grid"]
+            assert e["fraction"] in j["thresholds"]
             yv, pv = _val_rows(run_dir, es)
             assert e["threshold"] == pytest.approx(np.sort(entropy(pv))[len(pv) - int(np.floor(e["fraction"] * len(pv) + 1e-9)) - 1])
             assert e["val_coverage"] >= 1 - e["fraction"] - 1e-12
         else:
-            assert e["threshold"] in j["grid"]
+            assert e["threshold"] in j["thresholds"]
         assert e["val_search"]["coverage"] >= 0.5 and e["val_search"]["min_coverage_met"] is True
-        assert len(e["val_search"]["table"]["threshold"]) == GRID_LEN[mode]
+        assert len(e["val_search"]["table"]["threshold"]) == N_CANDIDATES[mode]
         # independent recomputation of the retained set and the "after" metrics with sklearn
         y, p = _test_rows(run_dir, es)
         if mode in ("absolute", "relative"):
@@ -179,7 +182,7 @@ def test_rejection_json_contract_and_accounting(run_dir, mode):
 
 
 def test_threshold_never_reads_test_labels(run_dir):
-    first = evaluate.reject_run(run_dir, B=B, min_coverage=0.5)
+    first = reject_run(run_dir, B=B, min_coverage=0.5)
     pred = pd.read_parquet(run_dir / "predictions.parquet")
     rng = np.random.default_rng(1)
     test = (pred.split == "test") & (pred.label >= 0)
@@ -188,7 +191,7 @@ def test_threshold_never_reads_test_labels(run_dir):
     labels[:10] = 1 - labels[:10]  # shuffle and perturb
     pred.loc[test, "label"] = labels
     pred.to_parquet(run_dir / "predictions.parquet", index=False)
-    second = evaluate.reject_run(run_dir, B=B, min_coverage=0.5)
+    second = reject_run(run_dir, B=B, min_coverage=0.5)
     for es in ("isic2017", "isic2018"):
         a, b = first["eval_sets"][es], second["eval_sets"][es]
         assert a["threshold"] == b["threshold"]
@@ -199,28 +202,28 @@ def test_threshold_never_reads_test_labels(run_dir):
 
 
 def test_temperature_block_and_min_coverage(run_dir):
-    r = evaluate.reject_run(run_dir, B=B, temperature=True, min_coverage=0.5)
+    r = reject_run(run_dir, B=B, temperature=True, min_coverage=0.5)
     e = r["eval_sets"]["isic2017"]
     t = e["temperature"]
     assert t["T"] > 0 and t["n_fit"] == 80
     assert t["test"]["brier_after"] == pytest.approx(e["before"]["brier"])  # test metrics use calibrated p
     assert json.loads((run_dir / "rejection.json").read_text())["temperature"] is True
     # the floor: without it the search may pick lower coverage, never higher objective among allowed
-    bare = evaluate.reject_run(run_dir, B=B, min_coverage=0.0)["eval_sets"]["isic2017"]["val_search"]
-    floor = evaluate.reject_run(run_dir, B=B, min_coverage=0.9)["eval_sets"]["isic2017"]["val_search"]
+    bare = reject_run(run_dir, B=B, min_coverage=0.0)["eval_sets"]["isic2017"]["val_search"]
+    floor = reject_run(run_dir, B=B, min_coverage=0.9)["eval_sets"]["isic2017"]["val_search"]
     assert bare["objective"] <= floor["objective"]
     assert floor["coverage"] >= 0.9 or not floor["min_coverage_met"]
 
 
 def test_floor_out_of_reach_is_relaxed_and_reported(run_dir):
     # no entropy threshold <= 0.01 bit can keep 99 % of these validation images
-    r = evaluate.reject_run(run_dir, B=B, mode="absolute", grid="0:0.01:0.01", min_coverage=0.99)
+    r = reject_run(run_dir, B=B, mode="absolute", thresholds="0:0.01:0.01", min_coverage=0.99)
     s = r["eval_sets"]["isic2017"]["val_search"]
     assert s["min_coverage_met"] is False and "relaxed" in s["note"]
     assert s["coverage"] == pytest.approx(np.nanmax(s["table"]["coverage"]))
     e = r["eval_sets"]["isic2017"]
     assert "floor-relaxed" in [f["code"] for f in e["flags"]]
-    assert any("floor relaxed" in f for f in evaluate.reject_table(r)["flags"].tolist())
+    assert any("floor relaxed" in f for f in reject_table(r)["flags"].tolist())
 
 
 def test_everything_rejected(tmp_path):
@@ -234,7 +237,7 @@ def test_everything_rejected(tmp_path):
     run.mkdir()
     pred.to_parquet(run / "predictions.parquet", index=False)
     write_json(run / "run.json", {"run_id": "allrej", "synthetic": False})
-    r = evaluate.reject_run(run, mode="absolute", grid="0:0:1", B=B)
+    r = reject_run(run, mode="absolute", thresholds="0:0:1", B=B)
     e = r["eval_sets"]["isic2017"]
     assert e["threshold"] == 0.0 and e["val_search"]["coverage"] == 1.0
     assert e["coverage"] == 0.0 and e["n_retained"] == 0 and e["n_rejected"] == 30
@@ -243,12 +246,12 @@ def test_everything_rejected(tmp_path):
     assert e["fp_prevented"] == e["fp"] and e["fn_prevented"] == e["fn"] and e["fp_after"] == e["fn_after"] == 0
     assert json.loads((run / "rejection.json").read_text())["synthetic"] is False
     # and everything rejected in coverage mode
-    e = evaluate.reject_run(run, mode="coverage", grid=[1.0], min_coverage=0, B=B)["eval_sets"]["isic2017"]
+    e = reject_run(run, mode="coverage", thresholds=[1.0], min_coverage=0, B=B)["eval_sets"]["isic2017"]
     assert e["val_search"]["note"] == "no candidate threshold retains any validation sample"
 
 
 def test_no_candidate_retains_anything_is_a_skip(run_dir):
-    r = evaluate.reject_run(run_dir, mode="absolute", grid=[0.0], B=B)  # no entropy is exactly 0 here
+    r = reject_run(run_dir, mode="absolute", thresholds=[0.0], B=B)  # no entropy is exactly 0 here
     assert "no candidate threshold retains any validation sample" in r["eval_sets"]["isic2017"]["skipped"]
 
 
@@ -264,35 +267,35 @@ def test_no_candidate_retains_anything_is_a_skip(run_dir):
     ("0:inf:0.1", "finite"),
     ("0:1000:0.0001", "too many"),
 ])
-def test_parse_grid_errors(text, message):
+def test_parse_thresholds_errors(text, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        evaluate.parse_thresholds(text)
+        parse_thresholds(text)
 
 
-def test_parse_grid_values():
-    g = evaluate.parse_thresholds("0:0.2:0.01")
+def test_parse_thresholds_values():
+    g = parse_thresholds("0:0.2:0.01")
     assert g.size == 21 and g[0] == 0 and g[-1] == 0.2
-    assert evaluate.parse_thresholds(" 0.05 : 0.15 : 0.05 ").tolist() == [0.05, 0.1, 0.15]
-    assert evaluate.parse_thresholds("0:0.3:0.1").tolist() == [0.0, 0.1, 0.2, 0.3]  # no float drift
+    assert parse_thresholds(" 0.05 : 0.15 : 0.05 ").tolist() == [0.05, 0.1, 0.15]
+    assert parse_thresholds("0:0.3:0.1").tolist() == [0.0, 0.1, 0.2, 0.3]  # no float drift
 
 
 def test_bad_arguments(run_dir, tmp_path):
     with pytest.raises(ValueError, match="coverage"):
-        evaluate.reject_run(run_dir, mode="coverage", grid="0:2:0.5", B=B)
+        reject_run(run_dir, mode="coverage", thresholds="0:2:0.5", B=B)
     with pytest.raises(ValueError, match="mode"):
-        evaluate.reject_run(run_dir, mode="bits", B=B)
+        reject_run(run_dir, mode="bits", B=B)
     with pytest.raises(ValueError, match="relative"):
-        evaluate.reject_run(run_dir, mode="relative", grid="0:1:0.5", B=B)
+        reject_run(run_dir, mode="relative", thresholds="0:1:0.5", B=B)
     with pytest.raises(ValueError, match="min_coverage"):
-        evaluate.reject_run(run_dir, min_coverage=1.5, B=B)
+        reject_run(run_dir, min_coverage=1.5, B=B)
     with pytest.raises(ValueError, match="START:STOP:STEP"):
-        evaluate.reject_run(run_dir, grid="0-0.2", B=B)
+        reject_run(run_dir, thresholds="0-0.2", B=B)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        evaluate.calibrate_run(tmp_path / "nope", B=B)
+        calibrate_run(tmp_path / "nope", B=B)
     (tmp_path / "half").mkdir()
     pd.read_parquet(run_dir / "predictions.parquet").to_parquet(tmp_path / "half" / "predictions.parquet")
     with pytest.raises(FileNotFoundError, match="run.json"):
-        evaluate.reject_run(tmp_path / "half", B=B)
+        reject_run(tmp_path / "half", B=B)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -308,7 +311,7 @@ def test_cli_calibrate_and_reject(run_dir, capsys):
     out = capsys.readouterr().out
     assert "accuracy before → after" in out and "melanomas caught / missed / referred" in out and "skipped" in out
     j = json.loads((run_dir / "rejection.json").read_text())
-    assert j["mode"] == "coverage" and j["grid"] == [0.0, 0.05, 0.1] and j["min_coverage"] == 0.7
+    assert j["mode"] == "coverage" and j["thresholds"] == [0.0, 0.05, 0.1] and j["min_coverage"] == 0.7
     assert "temperature" in j["eval_sets"]["isic2017"]
     assert main(["reject", str(run_dir), "--bootstrap", str(B)]) == 0
     with pytest.raises(SystemExit) as exc:
@@ -322,22 +325,26 @@ def test_cli_calibrate_and_reject(run_dir, capsys):
     assert main(["calibrate", str(run_dir / "missing")]) == 2
 
 
-def test_absolute_grid_above_the_two_class_maximum_is_an_error(tmp_path):
-    """A grid value above 1 bit (e.g. "0:1:0.02" misread as the number 60.02) retains everything."""
-    from melanoma.evaluate.steps import reject_run
-
+def test_absolute_thresholds_above_the_two_class_maximum_are_an_error(tmp_path):
+    """A candidate above 1 bit (e.g. "0:1:0.02" misread as the number 60.02) retains everything."""
     run_dir = make_run(tmp_path / "run")
     with pytest.raises(ValueError, match="two-class maximum"):
-        reject_run(run_dir, mode="absolute", grid=60.02, B=10)
+        reject_run(run_dir, mode="absolute", thresholds=60.02, B=10)
     with pytest.raises(ValueError, match="fractions of the validation split"):
-        reject_run(run_dir, grid=60.02, B=10)
+        reject_run(run_dir, thresholds=60.02, B=10)
+
+
+def test_grid_is_not_a_reject_run_keyword(run_dir):
+    """The candidates are ``thresholds``; "grid" names only the experiment file (params/*.yaml)."""
+    with pytest.raises(TypeError, match="grid"):
+        reject_run(run_dir, grid="0:0.2:0.01", B=B)
 
 
 # ----------------------------------------------------------------------------- relative rule, flags
 
-def test_default_rule_is_relative_and_keeps_the_seed_codes_grid(run_dir):
-    r = evaluate.reject_run(run_dir, B=B)
-    assert r["mode"] == "relative" and r["grid"].tolist() == pytest.approx(np.arange(0.05, 0.2001, 0.01).tolist())
+def test_default_rule_is_relative_and_keeps_the_seed_codes_thresholds(run_dir):
+    r = reject_run(run_dir, B=B)
+    assert r["mode"] == "relative" and r["thresholds"].tolist() == pytest.approx(np.arange(0.05, 0.2001, 0.01).tolist())
     for es in ("isic2017", "isic2018"):
         e = r["eval_sets"][es]
         assert 0.8 - 1e-12 <= e["val_coverage"] <= 0.95 + 1e-12   # r in 0.05..0.20 of validation
@@ -355,18 +362,18 @@ def test_a_shifted_test_split_is_flagged_low_coverage(tmp_path):
     run.mkdir()
     pred.to_parquet(run / "predictions.parquet", index=False)
     write_json(run / "run.json", {"run_id": "shift", "synthetic": True})
-    e = evaluate.reject_run(run, B=B)["eval_sets"]["isic2017"]
-    assert e["val_coverage"] >= 0.8 and e["coverage"] < evaluate.LOW_TEST_COVERAGE
+    e = reject_run(run, B=B)["eval_sets"]["isic2017"]
+    assert e["val_coverage"] >= 0.8 and e["coverage"] < LOW_TEST_COVERAGE
     assert "low-coverage" in [f["code"] for f in e["flags"]]
-    assert "test coverage" in evaluate.flag_text(e["flags"])
+    assert "test coverage" in flag_text(e["flags"])
     # a healthy result carries no flag
-    ok = evaluate.reject_run(make_run(tmp_path / "ok"), B=B)["eval_sets"]["isic2017"]
-    assert ok["flags"] == [] and evaluate.flag_text(ok["flags"]) == ""
+    ok = reject_run(make_run(tmp_path / "ok"), B=B)["eval_sets"]["isic2017"]
+    assert ok["flags"] == [] and flag_text(ok["flags"]) == ""
 
 
 def test_temperature_variant_is_the_same_rule_on_calibrated_probabilities(run_dir):
-    raw = evaluate.reject_run(run_dir, B=B)
-    cal = evaluate.reject_run(run_dir, B=B, temperature=True)
+    raw = reject_run(run_dir, B=B)
+    cal = reject_run(run_dir, B=B, temperature=True)
     assert cal["primary"] == "temperature"
     for es in ("isic2017", "isic2018"):
         a, b = raw["eval_sets"][es], cal["eval_sets"][es]
@@ -389,7 +396,7 @@ def test_val_and_test_sources_come_from_run_json(tmp_path):
     info["eval_sources"] = {"isic2018": {"val": "the training combination's validation split (60 images of B)",
                                          "test": "the whole release (90 labelled images)", "whole": True}}
     write_json(run / "run.json", info)
-    r = evaluate.reject_run(run, B=B)
+    r = reject_run(run, B=B)
     assert r["eval_sets"]["isic2018"]["val_source"].startswith("the training combination's")
     assert r["eval_sets"]["isic2018"]["test_source"].startswith("the whole release")
     assert r["eval_sets"]["isic2017"]["val_source"] == "own validation split"
@@ -398,7 +405,7 @@ def test_val_and_test_sources_come_from_run_json(tmp_path):
 # ----------------------------------------------------------------------------- rules with a guarantee
 
 def test_methods_side_by_side_and_conformal_as_primary(run_dir):
-    r = evaluate.reject_run(run_dir, B=B)
+    r = reject_run(run_dir, B=B)
     e = r["eval_sets"]["isic2017"]
     assert set(e["methods"]) == {"entropy", "conformal", "sgr", "curves"}
     # the entropy method is the primary result's retained set
@@ -415,21 +422,21 @@ def test_methods_side_by_side_and_conformal_as_primary(run_dir):
     single = S.sum(1) == 1
     assert conf["n_retained"] == single.sum()
     # conformal as the primary: the main fields follow its singletons
-    c = evaluate.reject_run(run_dir, B=B, method="conformal", conformal_alpha=0.2)
+    c = reject_run(run_dir, B=B, method="conformal", conformal_alpha=0.2)
     ce = c["eval_sets"]["isic2017"]
     assert c["method"] == "conformal" and ce["method"] == "conformal" and math.isnan(ce["threshold"])
     assert ce["n_retained"] == ce["methods"]["conformal"]["n_retained"] and ce["methods"]["conformal"]["alpha"] == 0.2
     assert ce["referral"]["melanoma_missed"] == ce["methods"]["conformal"]["melanoma_missed"]
-    s = evaluate.reject_run(run_dir, B=B, method="sgr", risk_target=0.3)
+    s = reject_run(run_dir, B=B, method="sgr", risk_target=0.3)
     se = s["eval_sets"]["isic2017"]
     if se["methods"]["sgr"]["met"]:
         assert se["threshold"] == se["methods"]["sgr"]["threshold"] and se["methods"]["sgr"]["bound"] <= 0.3
     else:
         assert "sgr-not-met" in [f["code"] for f in se["flags"]]
     with pytest.raises(ValueError, match="method"):
-        evaluate.reject_run(run_dir, B=B, method="bayes")
+        reject_run(run_dir, B=B, method="bayes")
     with pytest.raises(ValueError, match="conformal_alpha"):
-        evaluate.reject_run(run_dir, B=B, conformal_alpha=1.5)
+        reject_run(run_dir, B=B, conformal_alpha=1.5)
 
 
 def test_external_calibration_has_no_guarantee(tmp_path):
@@ -438,10 +445,10 @@ def test_external_calibration_has_no_guarantee(tmp_path):
     info["eval_sources"] = {"isic2018": {"val": "the training combination's validation split (60 images of B)",
                                          "test": "official test split"}}
     write_json(run / "run.json", info)
-    r = evaluate.reject_run(run, B=B)
+    r = reject_run(run, B=B)
     assert r["eval_sets"]["isic2018"]["methods"]["conformal"]["exchangeable"] is False
     assert r["eval_sets"]["isic2017"]["methods"]["conformal"]["exchangeable"] is True
-    t = evaluate.methods_table(r)
+    t = methods_table(r)
     assert t[(t["eval set"] == "isic2018") & (t["method"] == "conformal")]["promise kept on test"].iloc[0] \
         .endswith("(no guarantee: calibrated on another split)")
 

@@ -83,6 +83,27 @@ def test_bad_grid_files_are_clear(tmp_path):
         expand(load_grid(f))
 
 
+def test_reject_grid_key_was_renamed_to_thresholds(tmp_path):
+    """`reject: {grid: ...}` (the old name of the candidate thresholds) is an error naming the new
+    key, at the top level and in a model override; `reject: {thresholds: ...}` is checked as
+    START:STOP:STEP."""
+    f = tmp_path / "g.yaml"
+    base = "name: x\nmodels: [resnet18]\ncombinations: [A]\neval_sets: [B]\n"
+    f.write_text(base + "reject: {mode: absolute, grid: '0:0.2:0.05'}\n")
+    with pytest.raises(ParamError, match=re.escape("reject.grid was renamed to reject.thresholds")) as e:
+        load_grid(f)
+    assert "`thresholds: 0:0.2:0.05`" in str(e.value) and "unknown key" not in str(e.value)
+    f.write_text(base + "model_overrides: {resnet18: {reject: {grid: auto}}}\n")
+    with pytest.raises(ParamError, match=re.escape("model_overrides.resnet18.reject.grid was renamed to "
+                                                   "model_overrides.resnet18.reject.thresholds")):
+        load_grid(f)
+    f.write_text(base + "reject: {mode: absolute, thresholds: '0:0.2:0.05'}\n")
+    assert load_grid(f).reject == {"mode": "absolute", "thresholds": "0:0.2:0.05"}
+    f.write_text(base + "reject: {thresholds: '0:x'}\n")
+    with pytest.raises(ParamError, match=re.escape("reject.thresholds: thresholds must look like START:STOP:STEP")):
+        load_grid(f)
+
+
 def test_cli_grid_expand(tmp_path, capsys):
     from melanoma.cli import main
 
@@ -181,12 +202,12 @@ def test_training_jobs_pass_every_reject_setting_to_notebook_04(tmp_path):
     for rid, p in runs.items():
         assert len(steps.get((rid, "03_calibrate.ipynb"), [])) == 1, rid
         (ps,) = steps[(rid, "04_reject.ipynb")]
-        want = {k: nb04[k] for k in ("mode", "grid", "min_coverage", "bootstrap", "method", "conformal_alpha",
+        want = {k: nb04[k] for k in ("mode", "thresholds", "min_coverage", "bootstrap", "method", "conformal_alpha",
                                      "risk_target", "risk_delta")}
         want.update(mode="relative", min_coverage=0.8, bootstrap=200)  # the demo grid's reject:
         if p.model == "resnet18":
             want.update(method="sgr", conformal_alpha=0.2, risk_target=0.3)
-        assert want["grid"] == "auto" and want["risk_delta"] == 0.05  # the notebook's defaults
+        assert want["thresholds"] == "auto" and want["risk_delta"] == 0.05  # the notebook's defaults
         assert {k: v for k, v in ps.items() if k != "run_dir"} == {k: str(v) for k, v in want.items()}, rid
 
     # (a dry run prints every job as "rule X:", so which are local is read from the Snakefile's

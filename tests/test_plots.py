@@ -169,7 +169,7 @@ def test_every_series_has_a_legend_entry_even_with_a_leading_underscore():
     entry in Fig. 3 and the risk–coverage plot. Every plot with series labels keeps all of them."""
     y, p = outputs(0)
     names = ["ISIC2017", "_7_point_criteria", "_private"]
-    search = U.search_threshold(y, p, grid=[0.2, 0.5, 1.0])
+    search = U.search_threshold(y, p, thresholds=[0.2, 0.5, 1.0])
     rc = U.risk_coverage_curve(y, p)
     rel = M.reliability_curve(y, p)
     figs = {
@@ -191,7 +191,7 @@ def test_titles_fit_the_figure():
     """A long title is wrapped inside the figure's width instead of being clipped at its edge."""
     y, p = outputs(1)
     title = "validation, efficientnet_lite0__ABCDEFGHIJ (SYNTHETIC) — a rather long title " * 2
-    fig = P.accuracy_vs_threshold({"a": U.search_threshold(y, p, grid=[0.2, 1.0])}, title=title)
+    fig = P.accuracy_vs_threshold({"a": U.search_threshold(y, p, thresholds=[0.2, 1.0])}, title=title)
     fig.canvas.draw()
     bb = fig.axes[0].title.get_window_extent()
     assert bb.x0 >= 0 and bb.x1 <= fig.bbox.width + 1

@@ -217,7 +217,7 @@ def test_external_release_is_scored_whole_with_the_combinations_validation(tmp_p
                              eval_sets=["isic2017", "ph2"]), progress=False, log=_quiet)
     p2 = pd.read_parquet(out2 / "predictions.parquet")
     assert (p2[p2["eval_set"] == "ph2"]["split"] == "val").all()
-    from melanoma.evaluate.steps import reject_run
+    from melanoma.evaluate.reject import reject_run
 
     r = reject_run(out, B=20)
     assert r["eval_sets"]["ph2"]["n_test"] == 200

@@ -142,12 +142,12 @@ def test_triage_labels():
 
 def test_search_minimises_mean_of_ece_and_brier_on_retained():
     y, p = model_outputs(2)
-    grid = np.round(np.arange(0, 0.5001, 0.025), 10)
-    s = U.search_threshold(y, p, grid, min_retained=5)
+    thresholds = np.round(np.arange(0, 0.5001, 0.025), 10)
+    s = U.search_threshold(y, p, thresholds, min_retained=5)
     t = s["table"]
     assert set(t) == {"threshold", "fraction", "coverage", "n_retained", "accuracy", "ece", "brier", "objective"}
     assert np.all(np.isnan(t["fraction"]))  # absolute mode: candidates are entropies
-    for j, thr in enumerate(grid):
+    for j, thr in enumerate(thresholds):
         keep = U.entropy(p) <= thr
         assert t["n_retained"][j] == keep.sum()
         assert t["coverage"][j] == pytest.approx(keep.mean())
@@ -159,11 +159,11 @@ def test_search_minimises_mean_of_ece_and_brier_on_retained():
         else:
             assert math.isnan(t["objective"][j])
     j = int(np.nanargmin(t["objective"]))
-    assert s["threshold"] == grid[j] and s["objective"] == t["objective"][j]
+    assert s["threshold"] == thresholds[j] and s["objective"] == t["objective"][j]
     assert s["coverage"] == t["coverage"][j] and s["n_retained"] == t["n_retained"][j]
 
 
-def test_search_default_grid_is_the_papers():
+def test_search_default_thresholds_are_the_papers():
     y, p = model_outputs(3)
     s = U.search_threshold(y, p)
     np.testing.assert_allclose(s["table"]["threshold"], np.arange(0, 0.2001, 0.01))
@@ -175,10 +175,10 @@ def test_search_ties_go_to_the_larger_threshold():
     # entropies: 0 (p = 1), 0.0808 (p = 0.99), 1 (p = 0.5): thresholds 0.1 .. 0.9 retain the same set
     y = np.array([1, 1, 0])
     p = np.array([1.0, 0.99, 0.5])
-    s = U.search_threshold(y, p, grid=[0.1, 0.3, 0.9])
+    s = U.search_threshold(y, p, thresholds=[0.1, 0.3, 0.9])
     assert s["threshold"] == 0.9
     assert np.all(s["table"]["objective"] == s["table"]["objective"][0])
-    s = U.search_threshold(y, p, grid=[0.9, 0.3, 0.1])  # grid order does not matter
+    s = U.search_threshold(y, p, thresholds=[0.9, 0.3, 0.1])  # candidate order does not matter
     assert s["threshold"] == 0.9
 
 
@@ -209,11 +209,11 @@ def test_search_never_reads_test_labels():
 
 def test_search_min_retained_and_nothing_qualifies():
     y, p = model_outputs(6, n=50)
-    s = U.search_threshold(y, p, grid=[0.0, 0.05, 1.0], min_retained=50)
-    assert s["threshold"] == 1.0  # only the grid point retaining everything qualifies
+    s = U.search_threshold(y, p, thresholds=[0.0, 0.05, 1.0], min_retained=50)
+    assert s["threshold"] == 1.0  # only the candidate retaining everything qualifies
     msg = "no candidate threshold retains at least min_retained=1 and min_coverage=0 of the 50"
     with pytest.warns(MetricUndefinedWarning, match=msg):
-        s = U.search_threshold(y, p, grid=[0.0])
+        s = U.search_threshold(y, p, thresholds=[0.0])
     assert math.isnan(s["threshold"]) and s["n_retained"] == 0
     assert s["table"]["n_retained"].tolist() == [0]
 
@@ -223,8 +223,8 @@ def test_search_min_coverage_guards_against_tiny_retained_sets():
     y, p = model_outputs(2)
     bare = U.search_threshold(y, p)
     assert bare["coverage"] < 0.05
-    grid = np.round(np.arange(0, 1.0001, 0.01), 10)
-    s = U.search_threshold(y, p, grid, min_coverage=0.8)
+    thresholds = np.round(np.arange(0, 1.0001, 0.01), 10)
+    s = U.search_threshold(y, p, thresholds, min_coverage=0.8)
     assert s["coverage"] >= 0.8
     ok = s["table"]["coverage"] >= 0.8
     obj = s["table"]["objective"]
@@ -235,7 +235,7 @@ def test_search_min_coverage_guards_against_tiny_retained_sets():
 
 def test_search_coverage_mode():
     y, p = model_outputs(7)
-    s = U.search_threshold(y, p, grid=[0.0, 0.1, 0.2], mode="coverage")
+    s = U.search_threshold(y, p, thresholds=[0.0, 0.1, 0.2], mode="coverage")
     np.testing.assert_allclose(s["table"]["coverage"], [1.0, 0.9, 0.8])
     j = int(np.nanargmin(s["table"]["objective"]))
     assert s["threshold"] == [0.0, 0.1, 0.2][j] and s["mode"] == "coverage"
@@ -244,8 +244,8 @@ def test_search_coverage_mode():
 def test_search_validation():
     with pytest.raises(ValueError, match=re.escape("min_retained must be a positive integer, got 0")):
         U.search_threshold([0, 1], [0.2, 0.8], min_retained=0)
-    with pytest.raises(ValueError, match=re.escape("grid must be a non-empty 1-D array of candidates")):
-        U.search_threshold([0, 1], [0.2, 0.8], grid=[])
+    with pytest.raises(ValueError, match=re.escape("thresholds must be a non-empty 1-D array of candidates")):
+        U.search_threshold([0, 1], [0.2, 0.8], thresholds=[])
     with pytest.raises(ValueError, match=re.escape("y and p have different lengths: 2 != 3")):
         U.search_threshold([0, 1], [0.2, 0.8, 0.1])
 
@@ -498,7 +498,7 @@ def test_relative_search_hand_computed():
     assert s["coverage"] == t["coverage"][j] and s["mode"] == "relative"
 
 
-def test_relative_default_grid_is_the_seed_codes():
+def test_relative_default_thresholds_are_the_seed_codes():
     y, p = model_outputs(3)
     s = U.search_threshold(y, p, mode="relative")
     np.testing.assert_allclose(s["table"]["fraction"], np.arange(0.05, 0.2001, 0.01))

@@ -32,7 +32,7 @@ combinations: [I, J]
 eval_sets: [KaggleMB]
 train: {{weights: imagenet, freeze: backbone, epochs: 3, image_size: 64, seed: 0}}
 calibrate: {{bins: 5, bootstrap: 20}}
-reject: {{mode: absolute, grid: "0:0.2:0.05", min_coverage: 0.5, bootstrap: 20}}
+reject: {{mode: absolute, thresholds: "0:0.2:0.05", min_coverage: 0.5, bootstrap: 20}}
 """
 I, J = "efficientnet_lite0__I", "efficientnet_lite0__J"
 

@@ -35,8 +35,8 @@ from melanoma.evaluate.metrics import (
 
 __all__ = [
     "UNCERTAIN",
-    "DEFAULT_GRID",
-    "RELATIVE_GRID",
+    "ABSOLUTE_THRESHOLDS",
+    "RELATIVE_THRESHOLDS",
     "entropy",
     "reject_by_threshold",
     "reject_by_coverage",
@@ -59,15 +59,16 @@ __all__ = [
 #: Label given to rejected predictions.
 UNCERTAIN = "Uncertain"
 
-#: The paper's candidate thresholds: 0, 0.01, ..., 0.20 (entropy in bits, or rejected fraction).
-DEFAULT_GRID = np.round(np.arange(0.0, 0.2001, 0.01), 10)
+#: The paper's candidate thresholds: 0, 0.01, ..., 0.20 (entropy in bits; the default of ``mode="absolute"``).
+ABSOLUTE_THRESHOLDS = np.round(np.arange(0.0, 0.2001, 0.01), 10)
 
-#: The seed code's relative thresholds: reject 5 %, 6 %, ..., 20 % of the validation split.
-RELATIVE_GRID = np.round(np.arange(0.05, 0.2001, 0.01), 10)
+#: The seed code's relative thresholds: reject 5 %, 6 %, ..., 20 % of the validation split (the
+#: default of ``mode="relative"`` and ``"coverage"``).
+RELATIVE_THRESHOLDS = np.round(np.arange(0.05, 0.2001, 0.01), 10)
 
 #: Rejection rules. ``relative`` (the seed code's): the threshold is the validation split's entropy
 #: quantile that rejects a fraction r, and that *entropy value* is applied to test; ``absolute``:
-#: the grid holds entropies in bits; ``coverage``: reject a fraction of whatever set is scored.
+#: the candidates are entropies in bits; ``coverage``: reject a fraction of whatever set is scored.
 _MODES = ("relative", "absolute", "coverage")
 
 
@@ -346,7 +347,7 @@ def _check_mask(mask, n: int) -> np.ndarray:
 def search_threshold(
     y_val,
     p_val,
-    grid=None,
+    thresholds=None,
     *,
     mode: str = "absolute",
     n_bins: int = 10,
@@ -357,7 +358,7 @@ def search_threshold(
 ) -> dict:
     """Choose the rejection threshold on the validation split (the paper's rule, §3.3).
 
-    For each candidate in ``grid``, keep the validation samples it retains and compute
+    For each candidate in ``thresholds``, keep the validation samples it retains and compute
 
     .. math:: J = \\tfrac12\\bigl(\\text{ECE}(\\text{retained}) + \\text{Brier}(\\text{retained})\\bigr)
 
@@ -368,7 +369,7 @@ def search_threshold(
 
     What a candidate is depends on ``mode``:
 
-    * ``"relative"`` (the seed code's rule, the default of :func:`melanoma.evaluate.steps.reject_run`):
+    * ``"relative"`` (the seed code's rule, the default of :func:`melanoma.evaluate.reject.reject_run`):
       a fraction :math:`r` to reject; its threshold is the validation entropy quantile
       :math:`\\tau_r` (:func:`relative_threshold`), and the result's ``threshold`` is that
       **entropy value** (``fraction`` is :math:`r`), to be applied unchanged to test as an
@@ -391,10 +392,10 @@ def search_threshold(
         Validation labels, 1 = melanoma.
     p_val : array-like of shape (n,)
         Validation p(melanoma).
-    grid : array-like of float, optional
+    thresholds : array-like of float, optional
         Candidates: fractions to reject (``relative``, ``coverage``; default
-        :data:`RELATIVE_GRID`, 0.05 to 0.20) or entropy thresholds (``absolute``; default
-        :data:`DEFAULT_GRID`, 0 to 0.2 bits).
+        :data:`RELATIVE_THRESHOLDS`, 0.05 to 0.20) or entropy thresholds (``absolute``; default
+        :data:`ABSOLUTE_THRESHOLDS`, 0 to 0.2 bits).
     mode : {"absolute", "relative", "coverage"}, default="absolute"
         Rejection rule, see above.
     n_bins : int, default=10
@@ -420,10 +421,10 @@ def search_threshold(
 
     Examples
     --------
-    >>> s = search_threshold([1, 0, 1, 0], [0.99, 0.02, 0.6, 0.45], grid=[0.0, 0.2, 1.0])
+    >>> s = search_threshold([1, 0, 1, 0], [0.99, 0.02, 0.6, 0.45], thresholds=[0.0, 0.2, 1.0])
     >>> s["threshold"], s["coverage"]
     (0.2, 0.5)
-    >>> r = search_threshold([1, 0, 1, 0, 1], [0.99, 0.02, 0.6, 0.45, 0.9], grid=[0.2, 0.4],
+    >>> r = search_threshold([1, 0, 1, 0, 1], [0.99, 0.02, 0.6, 0.45, 0.9], thresholds=[0.2, 0.4],
     ...                      mode="relative")
     >>> r["fraction"], round(r["threshold"], 4), r["coverage"]
     (0.4, 0.469, 0.6)
@@ -437,21 +438,64 @@ def search_threshold(
         raise ValueError(f"min_retained must be a positive integer, got {min_retained!r}")
     if not isinstance(min_coverage, (int, float, np.integer, np.floating)) or not (0 <= min_coverage <= 1):
         raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage!r}")
-    if grid is None:
-        grid = DEFAULT_GRID if mode == "absolute" else RELATIVE_GRID
-    grid = np.asarray(grid, dtype=np.float64)
-    if grid.ndim != 1 or grid.size == 0:
-        raise ValueError(f"grid must be a non-empty 1-D array of candidates, got shape {grid.shape}")
-    if mode == "relative" and (grid.min() < 0 or grid.max() >= 1):
-        raise ValueError(f"relative mode: the grid holds fractions to reject in [0, 1), got {grid.tolist()}")
+    cands = _candidates(thresholds, mode)
     n = y.size
-    rows = {k: np.full(grid.size, np.nan) for k in ("coverage", "accuracy", "ece", "brier", "objective")}
-    n_ret = np.zeros(grid.size, dtype=np.int64)
-    if mode == "relative":
-        thresholds = np.array([relative_threshold(p, float(r), base=base) if n else math.nan for r in grid])
+    if mode == "relative":  # a fraction r rejects the validation samples above its entropy quantile
+        cuts = np.array([relative_threshold(p, float(r), base=base) if n else math.nan for r in cands])
     else:
-        thresholds = grid.copy()
-    for j, t in enumerate(thresholds):
+        cuts = cands.copy()
+    rows, n_ret = _score_candidates(y, p, cuts, mode=mode, base=base, n_bins=n_bins, min_retained=min_retained,
+                                    min_coverage=min_coverage, decision_threshold=decision_threshold)
+    fractions = cands.copy() if mode == "relative" else np.full(cands.size, np.nan)
+    table = {"threshold": cuts, "fraction": fractions, "coverage": rows["coverage"], "n_retained": n_ret}
+    table.update({k: rows[k] for k in ("accuracy", "ece", "brier", "objective")})
+    out = {"mode": mode, "n": int(n), "table": table}
+    obj = rows["objective"]
+    if not np.any(np.isfinite(obj)):
+        warnings.warn(
+            f"no candidate threshold retains at least min_retained={min_retained} and "
+            f"min_coverage={min_coverage:g} of the {n} validation samples; threshold is nan "
+            "(widen the thresholds or lower min_retained / min_coverage)",
+            MetricUndefinedWarning,
+            stacklevel=2,
+        )
+        out.update(threshold=math.nan, fraction=math.nan, objective=math.nan, coverage=math.nan, n_retained=0)
+        return out
+    best = np.nanmin(obj)
+    tied = np.flatnonzero(np.isfinite(obj) & (np.abs(obj - best) <= 1e-12))
+    # ties: highest coverage, then larger entropy threshold (absolute) / smaller fraction (others)
+    secondary = cands[tied] if mode == "absolute" else -cands[tied]
+    j = tied[np.lexsort((secondary, n_ret[tied]))[-1]]
+    out.update(
+        threshold=float(cuts[j]),
+        fraction=float(fractions[j]),
+        objective=float(obj[j]),
+        coverage=float(rows["coverage"][j]),
+        n_retained=int(n_ret[j]),
+    )
+    return out
+
+
+def _candidates(thresholds, mode: str) -> np.ndarray:
+    """:func:`search_threshold`'s candidates as a checked 1-D array (``None``: the mode's default)."""
+    if thresholds is None:
+        thresholds = ABSOLUTE_THRESHOLDS if mode == "absolute" else RELATIVE_THRESHOLDS
+    cands = np.asarray(thresholds, dtype=np.float64)
+    if cands.ndim != 1 or cands.size == 0:
+        raise ValueError(f"thresholds must be a non-empty 1-D array of candidates, got shape {cands.shape}")
+    if mode == "relative" and (cands.min() < 0 or cands.max() >= 1):
+        raise ValueError(f"relative mode: the thresholds are fractions to reject, in [0, 1); got {cands.tolist()}")
+    return cands
+
+
+def _score_candidates(y, p, cuts, *, mode, base, n_bins, min_retained, min_coverage, decision_threshold):
+    """Per cut (entropy threshold, or fraction in coverage mode): coverage, accuracy, ECE, Brier and
+    the objective ½(ECE + Brier) of the validation samples it retains (objective NaN where it
+    keeps fewer than ``min_retained`` or a fraction below ``min_coverage``), and the number retained."""
+    n = y.size
+    rows = {k: np.full(cuts.size, np.nan) for k in ("coverage", "accuracy", "ece", "brier", "objective")}
+    n_ret = np.zeros(cuts.size, dtype=np.int64)
+    for j, t in enumerate(cuts):
         keep = retained_mask(p, float(t), mode=mode, base=base) if np.isfinite(t) else np.zeros(n, bool)
         yk, pk = y[keep], p[keep]
         n_ret[j] = yk.size
@@ -463,34 +507,7 @@ def search_threshold(
             rows["brier"][j] = brier_unchecked(yk, pk)
         if yk.size >= min_retained and yk.size >= min_coverage * n - 1e-9:
             rows["objective"][j] = 0.5 * (rows["ece"][j] + rows["brier"][j])
-    fractions = grid.copy() if mode == "relative" else np.full(grid.size, np.nan)
-    table = {"threshold": thresholds, "fraction": fractions, "coverage": rows["coverage"], "n_retained": n_ret}
-    table.update({k: rows[k] for k in ("accuracy", "ece", "brier", "objective")})
-    out = {"mode": mode, "n": int(n), "table": table}
-    obj = rows["objective"]
-    if not np.any(np.isfinite(obj)):
-        warnings.warn(
-            f"no candidate threshold retains at least min_retained={min_retained} and "
-            f"min_coverage={min_coverage:g} of the {n} validation samples; threshold is nan "
-            "(widen the grid or lower min_retained / min_coverage)",
-            MetricUndefinedWarning,
-            stacklevel=2,
-        )
-        out.update(threshold=math.nan, fraction=math.nan, objective=math.nan, coverage=math.nan, n_retained=0)
-        return out
-    best = np.nanmin(obj)
-    cand = np.flatnonzero(np.isfinite(obj) & (np.abs(obj - best) <= 1e-12))
-    # ties: highest coverage, then larger entropy threshold (absolute) / smaller fraction (others)
-    secondary = grid[cand] if mode == "absolute" else -grid[cand]
-    j = cand[np.lexsort((secondary, n_ret[cand]))[-1]]
-    out.update(
-        threshold=float(thresholds[j]),
-        fraction=float(fractions[j]),
-        objective=float(obj[j]),
-        coverage=float(rows["coverage"][j]),
-        n_retained=int(n_ret[j]),
-    )
-    return out
+    return rows, n_ret
 
 
 def rejection_report(

@@ -109,12 +109,17 @@ class Grid:
 RUN_KEYS = ("work", "model", "train", "eval_sets", "out")   # set per run by the grid, not in `train:`
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "calibrate": ("bins", "bootstrap"),
-    "reject": ("mode", "grid", "min_coverage", "bootstrap", "method", "alpha", "risk_target", "risk_delta"),
+    "reject": ("mode", "thresholds", "min_coverage", "bootstrap", "method", "alpha", "risk_target", "risk_delta"),
     "synthetic": ("scale", "seed"),
     "web": ("run",),
     "figures": ("rejection", "calibration_single", "calibration_combined"),
 }
 OVERRIDE_KEYS = ("combinations", "reject", "group")         # per model, besides TrainParams fields
+#: Keys a section had under another name: ``{section: {old: (new, why)}}``. The old key is an error
+#: that names the new one.
+RENAMED_KEYS: dict[str, dict[str, tuple[str, str]]] = {
+    "reject": {"grid": ("thresholds", "the candidate thresholds; `grid` names only the grid file")},
+}
 
 
 def grid_keys() -> list[str]:
@@ -135,10 +140,19 @@ def _mapping(path: Path, g: dict, key: str) -> dict:
     return v
 
 
+def _check_renamed(path: Path, where: str, sec: str, given: dict) -> None:
+    """A :class:`ParamError` for a key of section ``sec`` (at ``where``) that was renamed."""
+    for old, (new, why) in RENAMED_KEYS.get(sec, {}).items():
+        if old in given:
+            raise ParamError(f"{path}: {where}.{old} was renamed to {where}.{new} ({why}); write "
+                             f"`{new}: {given[old]}`")
+
+
 def _check_sections(path: Path, g: dict) -> None:
     """Every key of every section is known; values of the evaluation settings are valid."""
     unknown_keys(str(path), g, grid_keys())
     for sec, keys in SECTION_KEYS.items():
+        _check_renamed(path, sec, sec, _mapping(path, g, sec))
         unknown_keys(f"{path}: {sec}", _mapping(path, g, sec), keys)
     unknown_keys(f"{path}: train", _mapping(path, g, "train"), _train_keys())
     for m, over in _mapping(path, g, "model_overrides").items():
@@ -147,6 +161,7 @@ def _check_sections(path: Path, g: dict) -> None:
         if not isinstance(over, dict):
             raise ParamError(f"{path}: model_overrides.{m} must be a mapping, got {type(over).__name__}")
         unknown_keys(f"{path}: model_overrides.{m}", over, _train_keys() + list(OVERRIDE_KEYS))
+        _check_renamed(path, f"model_overrides.{m}.reject", "reject", _mapping(path, over, "reject"))
         unknown_keys(f"{path}: model_overrides.{m}.reject", _mapping(path, over, "reject"),
                      SECTION_KEYS["reject"])
     for where, rej in [("reject", _mapping(path, g, "reject"))] + [
@@ -161,18 +176,16 @@ def _check_sections(path: Path, g: dict) -> None:
 
 
 def _check_reject(path: Path, where: str, rej: dict) -> None:
-    from melanoma.evaluate.steps import MODES, parse_thresholds
+    from melanoma.evaluate.reject import METHODS, MODES, parse_thresholds
 
     if "mode" in rej and rej["mode"] not in MODES:
         raise ParamError(f"{path}: {where}.mode must be one of {', '.join(MODES)}, got {rej['mode']!r}"
                          f"{did_you_mean(rej['mode'], list(MODES))}")
-    if "grid" in rej and str(rej["grid"]).strip().lower() != "auto":
+    if "thresholds" in rej and str(rej["thresholds"]).strip().lower() != "auto":
         try:
-            parse_thresholds(str(rej["grid"]))
+            parse_thresholds(str(rej["thresholds"]))
         except ValueError as e:
-            raise ParamError(f"{path}: {where}.grid: {e}") from None
-    from melanoma.evaluate.steps import METHODS
-
+            raise ParamError(f"{path}: {where}.thresholds: {e}") from None
     if "method" in rej and rej["method"] not in METHODS:
         raise ParamError(f"{path}: {where}.method must be one of {', '.join(METHODS)}, got {rej['method']!r}"
                          f"{did_you_mean(rej['method'], list(METHODS))}")

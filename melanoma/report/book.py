@@ -332,7 +332,7 @@ def _low_entropy_share(rej: dict, bits: float = 0.2) -> str:
 def rejection_rule(grid: Grid, rej: dict) -> str:
     """The rule the grid ran, in words, from the run's own rejection.json (not from the grid file)."""
     mode = rej.get("mode", "")
-    g = np.asarray(rej.get("grid") or [], dtype=float)
+    g = np.asarray(rej.get("thresholds") or [], dtype=float)
     span = f"{g.min():g} … {g.max():g}" if g.size else "–"
     minc = rej.get("min_coverage", float("nan"))
     primary = "temperature-scaled" if rej.get("primary") == "temperature" else "raw (softmax)"

@@ -152,7 +152,7 @@ def rejection_threshold(run_dir: str | os.PathLike, eval_order: list[str] | None
 
     ``RUN_DIR/rejection.json``: its ``web_threshold`` if set; else the threshold of the first
     evaluation set (in ``eval_order``, the run's order, then the file's) that has a finite one and
-    no flag (:func:`melanoma.evaluate.steps.rejection_flags`) — chosen on that set's validation split —
+    no flag (:func:`melanoma.evaluate.reject.rejection_flags`) — chosen on that set's validation split —
     else the first finite one even if flagged (the source then says so). No usable file:
     :data:`DEFAULT_THRESHOLD`.
     """

@@ -151,7 +151,7 @@ def accuracy_vs_threshold(tables: Mapping[str, Mapping], title: str | None = Non
     Examples
     --------
     >>> from melanoma.evaluate.uncertainty import search_threshold
-    >>> s = search_threshold([1, 0, 1, 0], [0.99, 0.02, 0.6, 0.45], grid=[0.1, 0.2, 1.0])
+    >>> s = search_threshold([1, 0, 1, 0], [0.99, 0.02, 0.6, 0.45], thresholds=[0.1, 0.2, 1.0])
     >>> len(accuracy_vs_threshold({"val": s}).axes[0].lines)
     1
     """
