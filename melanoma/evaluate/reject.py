@@ -58,6 +58,7 @@ from melanoma.evaluate.metrics import MetricUndefinedWarning, bootstrap_ci, clas
 from melanoma.evaluate.rundir import eval_groups, labelled_arrays, load_run, run_header, split_counts
 from melanoma.evaluate.uncertainty import (
     ABSOLUTE_THRESHOLDS,
+    MODES,
     RELATIVE_THRESHOLDS,
     accuracy_rejection_curve,
     apply_temperature,
@@ -86,9 +87,6 @@ __all__ = [
     "rejection_flags",
     "reject_run",
 ]
-
-#: Rejection rules (``mode``; see :func:`reject_run`).
-MODES = ("relative", "absolute", "coverage")
 
 #: Rejection methods compared side by side (:mod:`melanoma.evaluate.conformal`); ``method`` picks the primary.
 METHODS = ("entropy", "conformal", "sgr")

@@ -69,7 +69,7 @@ RELATIVE_THRESHOLDS = np.round(np.arange(0.05, 0.2001, 0.01), 10)
 #: Rejection rules. ``relative`` (the seed code's): the threshold is the validation split's entropy
 #: quantile that rejects a fraction r, and that *entropy value* is applied to test; ``absolute``:
 #: the candidates are entropies in bits; ``coverage``: reject a fraction of whatever set is scored.
-_MODES = ("relative", "absolute", "coverage")
+MODES = ("relative", "absolute", "coverage")
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,8 +158,8 @@ def _check_fraction(fraction) -> float:
 
 
 def _check_mode(mode) -> str:
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return mode
 
 
