@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 ## Debian's Chromium for the browser test and the book's Fig. 2 (root; never `playwright install`).
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
-	  || echo "WARNING: could not install chromium (not root?): tests/test_web.py will be SKIPPED and the book will have no Fig. 2 (as root: apt-get install -y chromium)"
+	  || echo "WARNING: could not install chromium (not root?): tests/report/test_web.py will be SKIPPED and the book will have no Fig. 2 (as root: apt-get install -y chromium)"
 
 venv: $(STAMP)
 

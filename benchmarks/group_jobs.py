@@ -114,7 +114,7 @@ def main(argv=None):
     md += (f"\n**One job per run / one grouped job = {sep['wall_s']:.1f} s / {grp['wall_s']:.1f} s = "
            f"{ratio:.2f}**: about {saved:.1f} s of process, kernel, import and notebook-cell "
            "start-up saved per run after the first. The work inside `train_run` is the same runs "
-           "with the same results (`tests/test_group.py`).\n")
+           "with the same results (`tests/train/test_group.py`).\n")
     md += json_comment({"passes": passes, "combos": combos, "epochs": args.epochs, "scale": args.scale})
     if not args.no_write:
         write_results("group_jobs", md, args.results)

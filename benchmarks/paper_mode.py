@@ -176,7 +176,7 @@ def main(argv=None):
     md += md_table(rows, nd=2)
     md += (f"\n**dataloader / resident = {r_res:.2f}** (whole runs); **separate / grouped = "
            f"{r_grp:.2f}**; largest |Δ p(melanoma)| between grouped and separate runs "
-           f"{b['max_abs_dp_group_vs_separate']:.1e} (the same runs; `tests/test_group.py` checks "
+           f"{b['max_abs_dp_group_vs_separate']:.1e} (the same runs; `tests/train/test_group.py` checks "
            "weights and predictions).\n")
     if dev.type == "cpu":
         md += ("\nOn CPU the network's forward/backward dominates a step, so a faster data path or a "

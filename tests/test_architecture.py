@@ -194,7 +194,9 @@ def test_no_function_over_80_lines(path):
 def test_no_test_file_imports_another_test_file():
     """Helpers shared by test files live in helper modules (conftest.py, tests/runs.py, ...)."""
     bad = []
-    for f in sorted(PKG.parent.joinpath("tests").glob("*.py")):
+    files = sorted(PKG.parent.joinpath("tests").rglob("*.py"))
+    assert any(f.parent.name == "train" for f in files)  # the stage folders are searched too
+    for f in files:
         for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
             names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
                      [a.name for a in node.names] if isinstance(node, ast.Import) else [])

@@ -25,7 +25,7 @@ def test_corpus_size_and_unique_ids():
 def test_referenced_tests_exist():
     for *_, ref in REFERENCES:
         path, _, name = ref.partition("::")
-        mod = importlib.import_module("tests." + Path(path).stem)
+        mod = importlib.import_module(".".join(Path(path).with_suffix("").parts))
         if name:
             assert hasattr(mod, name), ref
 

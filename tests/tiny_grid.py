@@ -1,5 +1,5 @@
-"""The reduced SYNTHETIC grid the end-to-end tests run (tests/test_workflow.py locally,
-tests/test_slurm.py through SLURM): one model, a grouped job (E+B) beside a solo run (A-C)."""
+"""The reduced SYNTHETIC grid the end-to-end tests run (tests/pipeline/test_workflow.py locally,
+tests/pipeline/test_slurm.py through SLURM): one model, a grouped job (E+B) beside a solo run (A-C)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Safe image decoding: any real-world file in, an RGB ``uint8`` array out, or a clear error.
 
-What this guards against (each case is covered by ``tests/test_images.py``):
+What this guards against (each case is covered by ``tests/data/test_images.py``):
 
 * zero-byte, truncated, corrupt and non-image files (a text file named ``.jpg``);
 * decompression bombs: the pixel count is read from the header *before* decoding and refused

@@ -780,7 +780,7 @@ def webapp_section(grid: Grid) -> None:
         shutil.copy(shot, GEN / "fig2_webapp.png")
         md.append(_figure_md("fig2_webapp.png", "fig2",
                              "**Fig. 2.** The page in headless Chromium, scoring a synthetic image offline "
-                             "(screenshot taken by `tests/test_web.py` / the workflow)."))
+                             "(screenshot taken by `tests/report/test_web.py` / the workflow)."))
     else:
         md.append("_Fig. 2 (a screenshot of the page scoring an image) needs Debian's Chromium, which this "
                   "machine lacks: install it (`make browser`, as root: `apt-get install -y chromium`), then "

@@ -1,7 +1,7 @@
 """A real headless browser for the web page: serve a folder on 127.0.0.1, open it in Debian's
 Chromium through PyPI ``playwright`` (never ``playwright install``), upload an image, screenshot.
 
-Used by ``tests/test_web.py``, ``benchmarks/web_inference.py`` and the workflow's Fig. 2 step
+Used by ``tests/report/test_web.py``, ``benchmarks/web_inference.py`` and the workflow's Fig. 2 step
 (``melanoma screenshot``). Needs ``apt-get install -y chromium``.
 """
 

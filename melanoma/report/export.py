@@ -16,7 +16,7 @@ and writes ``model.json`` — everything the page needs and nothing it must gues
   antialiased bilinear, shorter side; ``round(S·256/224)`` unless ``params.yaml`` sets ``resize``),
   ``crop`` (centre crop ``S``), ``mean``/``std`` (the model's normalisation). The page's
   ``web/preprocess.js`` re-implements that chain in integer arithmetic and reproduces the tensor
-  bit for bit (``tests/test_web.py``);
+  bit for bit (``tests/report/test_web.py``);
 * ``classes`` ``["non-melanoma", "melanoma"]`` (softmax over the two logits; label 1 = melanoma);
 * ``threshold`` (entropy, bits) with ``threshold_source``: ``rejection.json``'s ``web_threshold``
   if present, else the threshold chosen on the validation split of its first evaluation set whose

@@ -14,7 +14,7 @@ combination that contains the dataset. Layout::
                              (:data:`AUG_SCHEME`); views of another scheme are made again
 
 Arrays are float16 by default (half the disk and memory; the head fit is insensitive to it —
-``tests/test_train.py`` checks float32 equals the in-the-loop path). Each file is written atomically;
+``tests/train/test_recipe.py`` checks float32 equals the in-the-loop path). Each file is written atomically;
 an interrupted extraction resumes at the first missing file.
 """
 

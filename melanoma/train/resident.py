@@ -21,7 +21,7 @@ Parameters are drawn the way torchvision draws them (per image, ten tries for th
 centre-crop fallback) from an explicit ``torch.Generator``, so a run's augmentation depends on its
 own seed only — not on what else shares the device (see :mod:`melanoma.train.sharedpass`).
 
-Differences from torchvision's per-image pipeline, by design (``tests/test_resident.py`` pins the
+Differences from torchvision's per-image pipeline, by design (``tests/train/test_resident.py`` pins the
 rest to torchvision's own functional ops): one bilinear resampling instead of two (crop-resize,
 then a nearest-neighbour rotation), no antialiasing when the crop is larger than the output (up to
 ~1.5× for a full-width crop of a 4:3 cache image at 224 px; torchvision's resize antialiases), and

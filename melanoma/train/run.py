@@ -70,7 +70,7 @@ def params_key(p: TrainParams) -> str:
     """A hash of the parameters that change results (a checkpoint or run.json of another key is
     not this run's)."""
     d = p.to_dict()
-    for k in ("workers", "device", "out"):  # do not change results (workers: tests/test_train.py)
+    for k in ("workers", "device", "out"):  # do not change results (workers: tests/train/test_recipe.py)
         d.pop(k)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -9,7 +9,7 @@ module. A step concatenates the runs' batches (each run draws its own batch from
 order, with its own augmentation generator), the shared convolutions see one large batch, and each
 ``PerRun`` splits the batch so every run's BatchNorm normalises over its own images only. The loss
 is the sum of the runs' mean losses, so each run's gradients are its own, and each run keeps its
-own SGD and StepLR. A run in a group therefore trains as it would alone — ``tests/test_group.py``
+own SGD and StepLR. A run in a group therefore trains as it would alone — ``tests/train/test_group.py``
 checks the weights and predictions of a group of three against three separate runs — with two
 exceptions: dropout / stochastic-depth masks come from one shared generator (models with dropout
 train equally *in distribution*), and the larger batch may change floating-point summation order.

@@ -11,7 +11,7 @@ from melanoma.data.dedup import (DEFAULT_MAX_DHASH, DEFAULT_MAX_DISTANCE, clean_
                                  is_external, leakage)
 from melanoma.data.images import difference_hash, perceptual_hash
 
-from .tinywork import blob, near_copy, release, row, write_release
+from tests.tinywork import blob, near_copy, release, row, write_release
 
 
 def _bits(a: str, b: str) -> int:

@@ -17,8 +17,8 @@ from melanoma.evaluate.tables import flag_text, methods_table, reject_table
 from melanoma.io import write_json
 from melanoma.evaluate.uncertainty import entropy
 
-from .conftest import logit_scores, prediction_rows
-from .runs import make_run
+from tests.conftest import logit_scores, prediction_rows
+from tests.runs import make_run
 
 B = 30  # bootstrap resamples: small, the tests check structure and counts, not interval widths
 CONTRACT = ("precision", "sensitivity", "specificity", "f1", "accuracy", "auc", "ece", "brier")

@@ -17,9 +17,9 @@ from melanoma.train import run as R
 from melanoma.train.params import TrainParams
 from melanoma.train.recipe import train_run
 
-from .tinywork import CACHE, standard_work
+from tests.tinywork import CACHE, standard_work
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _params(work, out, **kw):
@@ -234,7 +234,7 @@ def test_an_unusable_checkpoint_is_moved_aside(work, tmp_path, content):
 
 
 def test_one_class_training_data_is_refused(tmp_path):
-    from .tinywork import release
+    from tests.tinywork import release
 
     release(tmp_path / "w", "isic2017", {"train": (4, 0), "val": (2, 1), "test": (2, 1)}, seed=0, ids="ISIC_{:07d}")
     with pytest.raises(ValueError, match="training data of 'B' has only one class; cannot train a classifier"):

@@ -9,7 +9,7 @@ import pytest
 from melanoma.data.combine import combine, leakage_report
 from melanoma.data.dedup import DEFAULT_MAX_DHASH, DEFAULT_MAX_DISTANCE
 
-from .tinywork import blob, near_copy, release, row
+from tests.tinywork import blob, near_copy, release, row
 
 #: The planted rows that must go: the id copy is named like B's first test image.
 PLANTED_TRAIN = {"ISIC_0000010", "ISIC_0016090", "ISIC_0016091", "ISIC_0016092"}

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .releases import make_kaggle, make_mednode
+from tests.releases import make_kaggle, make_mednode
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 MELANOMA = Path(sys.executable).parent / "melanoma"
 pytestmark = [pytest.mark.slow,

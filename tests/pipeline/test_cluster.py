@@ -13,7 +13,7 @@ import pytest
 
 from melanoma.pipeline.cluster import earlier_jobs, job_comment, wait_for_earlier_jobs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

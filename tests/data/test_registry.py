@@ -2,7 +2,7 @@ import pytest
 
 from melanoma.data.registry import REGISTRY, combo_label, get, parse_combo
 
-ROOT_COMBOS = __import__("pathlib").Path(__file__).resolve().parents[1] / "params" / "paper_combinations.txt"
+ROOT_COMBOS = __import__("pathlib").Path(__file__).resolve().parents[2] / "params" / "paper_combinations.txt"
 
 
 def test_every_spelling_resolves():

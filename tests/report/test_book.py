@@ -54,7 +54,7 @@ def _flagged_grid(tmp_path):
     from melanoma.evaluate.reject import reject_run
     from melanoma.io import write_json
 
-    from .conftest import logit_scores, prediction_rows
+    from tests.conftest import logit_scores, prediction_rows
 
     rng = np.random.default_rng(3)
     parts = []

@@ -17,7 +17,7 @@ import pytest
 
 from tests.runs import make_run
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def _parameters_cell(nb):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .tiny_grid import REPO, SNAKEMAKE, env_for as _env, local_cmd as _cmd, write_grid as _grid
+from tests.tiny_grid import REPO, SNAKEMAKE, env_for as _env, local_cmd as _cmd, write_grid as _grid
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed")]
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_local_run):
-    return tiny_local_run  # the grid run once, uninterrupted (conftest; tests/test_slurm.py compares with it too)
+    return tiny_local_run  # the grid run once, uninterrupted (conftest; tests/pipeline/test_slurm.py compares with it too)
 
 
 def test_summary_has_every_run_and_phase(uninterrupted):

@@ -20,7 +20,7 @@ from PIL import Image
 from melanoma.report import browser as web
 from melanoma.report.browser import CHROMIUM
 from melanoma.report.export import assemble_site
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "isic_webapp_samples"
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "isic_webapp_samples"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
                                 reason="/usr/bin/chromium absent (install: apt-get install -y chromium)")
@@ -176,7 +176,7 @@ def site(web_run, web_model, images, tmp_path_factory):
     i = int(np.argmax(gaps[1:-1])) + 1 if len(gaps) > 2 else int(np.argmax(gaps))  # not at the ends
     assert gaps[i] > 1e-3, f"the test images' entropies are too close to test the flag: {ents}"
     meta["threshold"] = float((ents[i] + ents[i + 1]) / 2)
-    meta["threshold_source"] = "set by tests/test_web.py between the test images' entropies"
+    meta["threshold_source"] = "set by tests/report/test_web.py between the test images' entropies"
     meta["threshold_eval_set"] = "isic2017"
     meta["threshold_facts"] = {"fraction": 0.15, "val_coverage": 0.85, "test_coverage": 0.62,
                                "flags": ["test coverage 0.62 below 0.7"]}

@@ -13,7 +13,7 @@ import pytest
 from melanoma.pipeline.grid import load_grid
 from melanoma.report import summary as S
 
-from .gridruns import ISIC2020_IDS, write_grid
+from tests.gridruns import ISIC2020_IDS, write_grid
 
 
 @pytest.fixture(scope="module")

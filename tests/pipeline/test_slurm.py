@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .tiny_grid import REPO, SNAKEMAKE, write_grid
+from tests.tiny_grid import REPO, SNAKEMAKE, write_grid
 
 CLUSTER = REPO / "workflow" / "slurm" / "local-cluster.sh"
 DEMO = REPO / "workflow" / "slurm" / "demo.sh"

@@ -18,7 +18,7 @@ from melanoma.pipeline import runner
 from melanoma.pipeline.runner import GridBusyError, grid_lock, run_locked, run_status, snakemake_cmd
 from melanoma.train.params import ParamError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _grid(tmp: Path) -> Path:

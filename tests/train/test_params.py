@@ -93,7 +93,7 @@ def test_the_grid_packs_jobs_by_the_same_definition(tmp_path):
     differ in their job key or exceed the group size."""
     from melanoma.pipeline.grid import expand, groups, load_grid
 
-    g = load_grid(Path(__file__).resolve().parents[1] / "params" / "demo.yaml", work=str(tmp_path))
+    g = load_grid(Path(__file__).resolve().parents[2] / "params" / "demo.yaml", work=str(tmp_path))
     runs = expand(g)
     jobs = groups(g, runs)
     assert jobs

@@ -8,7 +8,7 @@ from melanoma.data.dedup import find_duplicates
 from melanoma.data.ingest import ingest_dataset, parse
 from melanoma.data.manifest import MANIFEST_COLUMNS
 
-from .conftest import realdata
+from tests.conftest import realdata
 
 
 def _counts(m, split):

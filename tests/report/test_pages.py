@@ -11,7 +11,7 @@ from melanoma.report import pages
 from melanoma.report.summary import aggregate, fmt, fmt_ci
 from melanoma.train.params import ParamError
 
-from .gridruns import write_grid
+from tests.gridruns import write_grid
 
 
 @pytest.fixture(scope="module")

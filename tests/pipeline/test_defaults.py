@@ -9,7 +9,7 @@ import pytest
 from melanoma import home
 from melanoma.pipeline import defaults
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_home_is_the_repository_unless_melanoma_home_is_set(monkeypatch, tmp_path):

@@ -16,7 +16,7 @@ from melanoma.data.manifest import read_manifest
 from melanoma.train import features as F
 from melanoma.train.transforms import eval_transform, train_transform
 
-from .tinywork import CACHE, standard_work
+from tests.tinywork import CACHE, standard_work
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 SIZE, RESIZE = 24, 28

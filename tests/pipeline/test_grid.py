@@ -14,7 +14,7 @@ from melanoma.data.registry import parse_combo
 from melanoma.pipeline.grid import expand, groups, load_grid, run_id
 from melanoma.train.params import ParamError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
@@ -211,7 +211,7 @@ def test_training_jobs_pass_every_reject_setting_to_notebook_04(tmp_path):
         assert {k: v for k, v in ps.items() if k != "run_dir"} == {k: str(v) for k, v in want.items()}, rid
 
     # (a dry run prints every job as "rule X:", so which are local is read from the Snakefile's
-    # `localrules:` declaration; a cluster run checks the submitted kinds: tests/test_slurm.py)
+    # `localrules:` declaration; a cluster run checks the submitted kinds: tests/pipeline/test_slurm.py)
     jobs = {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):$", out, re.M)}
     decl = re.search(r"^localrules: (.*)$", (REPO / "workflow" / "Snakefile").read_text(), re.M).group(1)
     local = {x.strip() for x in decl.split(",")}

@@ -15,10 +15,10 @@ from melanoma.train.loop import epoch_order, fit, predict_batches, val_metrics
 from melanoma.train.params import TrainParams
 from melanoma.train.run import Run
 
-from .tinywork import CACHE, standard_work
+from tests.tinywork import CACHE, standard_work
 
 
-def test_oversampling_balances_classes():  # moved from test_train.py
+def test_oversampling_balances_classes():  # moved here from the recipe's tests
     y = np.array([0] * 90 + [1] * 10)
     draws = np.concatenate([y[epoch_order(y, e, 0)] for e in range(20)])
     assert 0.45 < draws.mean() < 0.55
