@@ -34,7 +34,8 @@ def write_grid(root: Path) -> Path:
     * ``resnet18__AB``: never ran.
 
     and the synthetic ISIC 2020 replica's held-out labels under ``root/work/synthetic``."""
-    from melanoma.evaluate import steps
+    from melanoma.evaluate.calibrate import calibrate_run
+    from melanoma.evaluate.reject import reject_run
 
     root.mkdir(parents=True, exist_ok=True)
     g = root / "g.yaml"
@@ -44,8 +45,8 @@ def write_grid(root: Path) -> Path:
         d = make_run(runs / rid, seed=seed)
         run = read_json(d / "run.json")
         write_json(d / "run.json", {**run, "run_id": rid, "model": "meshnet", "train": train})
-        steps.calibrate_run(d, B=20)
-        steps.reject_run(d, B=20)
+        calibrate_run(d, B=20)
+        reject_run(d, B=20)
         for s in ("train", "calibrate", "reject"):
             write_json(d / f"status-{s}.json", {"status": "ok", "seconds": 1.5})
     bad = runs / "resnet18__B"
