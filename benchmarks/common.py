@@ -321,8 +321,8 @@ def make_synthetic(work: Path, *, scale: float, seed: int = 0, log=print) -> dic
 def manifests(work: Path):
     """All manifests of ``work`` concatenated (pandas DataFrame)."""
     import pandas as pd
-    from melanoma.data.registry import SHORT_NAMES
     from melanoma.data.manifest import read_manifest
+    from melanoma.data.registry import SHORT_NAMES
 
     return pd.concat([read_manifest(work, s) for s in SHORT_NAMES
                       if (Path(work) / s / "manifest.parquet").is_file()], ignore_index=True)

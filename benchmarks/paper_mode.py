@@ -38,9 +38,9 @@ from melanoma.train.features import CachedImages
 from melanoma.train.group import train_members
 from melanoma.train.models import model_config
 from melanoma.train.params import TrainParams
+from melanoma.train.recipe import train_run
 from melanoma.train.resident import TrainPool, augment
 from melanoma.train.run import resolve_device
-from melanoma.train.recipe import train_run
 from melanoma.train.transforms import train_transform
 
 

@@ -34,8 +34,8 @@ EVALS = ["ISIC2017"]
 def child(scale: float, out: Path, size: int) -> dict:
     """synth + ingest + features in this process; prints one JSON line."""
     import torch  # noqa: F401  (imported before timing, like a pipeline process)
-    from melanoma.data.registry import SHORT_NAMES
     from melanoma.data.ingest import ingest_all
+    from melanoma.data.registry import SHORT_NAMES
     from melanoma.data.synthetic import write_replicas
     from melanoma.train.features import features_for_dataset
 
@@ -107,8 +107,8 @@ def images_vs_scale(scales, size: int, passes: int = 2, log=print) -> list[dict]
 def combinations_cost(work: Path, size: int, epochs: int, log=print) -> dict:
     """Features once, then the fast path for 1, 2, 4 combinations (fresh run folders)."""
     from melanoma.data.registry import parse_combo
-    from melanoma.train.features import features_for_dataset
     from melanoma.io import read_json
+    from melanoma.train.features import features_for_dataset
     from melanoma.train.params import TrainParams
     from melanoma.train.recipe import train_run
 
@@ -167,10 +167,10 @@ def head_math(work: Path, size: int, epochs: int) -> dict:
     import numpy as np
     import torch
     from melanoma.train import features as feats
-    from melanoma.train.params import TrainParams
     from melanoma.train.loop import epoch_order
-    from melanoma.train.run import load_data
+    from melanoma.train.params import TrainParams
     from melanoma.train.recipe import train_head_epoch
+    from melanoma.train.run import load_data
 
     data = []
     for c in COMBOS:

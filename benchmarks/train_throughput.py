@@ -42,11 +42,11 @@ from common import (Timer, command_line, json_comment, loadavg, machine_facts, m
                     parser, print_table, section_header, synthetic_work, write_results)
 
 from melanoma.train import features as feats
+from melanoma.train.loop import epoch_order
 from melanoma.train.models import build_model, set_train_mode, split_backbone_head
 from melanoma.train.params import TrainParams
-from melanoma.train.loop import epoch_order
-from melanoma.train.run import load_data, resolve_device
 from melanoma.train.recipe import train_head_epoch, train_run
+from melanoma.train.run import load_data, resolve_device
 
 DEMO_COMBOS = ["E", "B", "D", "A-C,I,J", "A-E", "A-J"]
 DEMO_EVALS = ["ISIC2017", "ISIC2018", "_7_point_criteria", "KaggleMB"]

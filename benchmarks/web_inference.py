@@ -28,9 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from melanoma.io import write_json, write_yaml  # noqa: E402
 from melanoma.report.browser import launch, open_ready, screenshot, serve, upload  # noqa: E402,F401
 from melanoma.report.export import assemble_site, export_run  # noqa: E402
-from melanoma.io import write_json, write_yaml  # noqa: E402
 
 
 

@@ -57,8 +57,8 @@ def cmd_ingest(a) -> int:
 
 
 def cmd_leakage(a) -> int:
-    from melanoma.data.registry import get
     from melanoma.data.combine import leakage_report
+    from melanoma.data.registry import get
     from melanoma.io import write_parquet
 
     evals = [get(e).short for e in a.eval.split(",") if e]
@@ -105,8 +105,8 @@ def cmd_train(a) -> int:
 def cmd_features(a) -> int:
     import os
 
-    from melanoma.train.features import features_for_dataset
     from melanoma.pipeline.nbrun import claim_gpu
+    from melanoma.train.features import features_for_dataset
 
     with claim_gpu() as gpu:  # several local GPUs: one per job
         if gpu is not None:
@@ -223,8 +223,8 @@ def cmd_report(a) -> int:
 
 
 def cmd_book(a) -> int:
-    from melanoma.report.book import make_book
     from melanoma.pipeline.grid import find_grid_file
+    from melanoma.report.book import make_book
 
     make_book(find_grid_file(a.grid), strict=not a.no_strict)
     return 0

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from melanoma.data.registry import combo_label, get, parse_combo
 from melanoma.data.dedup import DEFAULT_MAX_DISTANCE, clean_pool, eval_frame, find_duplicates, leakage
 from melanoma.data.manifest import read_manifest
+from melanoma.data.registry import combo_label, get, parse_combo
 
 
 @dataclass

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma.data.registry import get
 from melanoma.data.manifest import read_manifest
+from melanoma.data.registry import get
 
 ISIC_ID = re.compile(r"^ISIC_\d{7}$")
 ISIC_FAMILY = {"isic2016", "isic2017", "isic2018", "isic2019", "isic2020", "ham10000"}

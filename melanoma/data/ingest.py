@@ -23,14 +23,14 @@ from tqdm.auto import tqdm
 
 from melanoma.data import images as imgs
 from melanoma.data.cache import ImageCache
-from melanoma.io import write_json, write_parquet
+from melanoma.data.fingerprint import fingerprint
 from melanoma.data.registry import SHORT_NAMES, get
 from melanoma.data.releases.derm7pt import parse_derm7pt
-from melanoma.data.fingerprint import fingerprint
+from melanoma.io import write_json, write_parquet
 from melanoma.data.releases.isic import (parse_ham10000, parse_isic2016, parse_isic2017, parse_isic2018, parse_isic2019,
                    parse_isic2020)
-from melanoma.data.releases.kaggle import parse_kaggle
 from melanoma.data.manifest import MANIFEST_COLUMNS, ParseResult, confined, make_val_split, outside_entry, summarize
+from melanoma.data.releases.kaggle import parse_kaggle
 from melanoma.data.releases.mednode import parse_mednode
 from melanoma.data.releases.pad_ufes import parse_pad_ufes_20
 from melanoma.data.releases.ph2 import parse_ph2

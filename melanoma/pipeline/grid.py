@@ -18,7 +18,8 @@ from typing import Any
 from melanoma.data.registry import get, parse_combo
 from melanoma.home import find_file, home, sources
 from melanoma.io import read_yaml, write_yaml
-from melanoma.train.params import ParamError, TrainParams, can_share_a_job, did_you_mean, job_key, load_mapping, unknown_keys
+from melanoma.train.params import (ParamError, TrainParams, can_share_a_job, did_you_mean, job_key, load_mapping,
+                                   unknown_keys)
 
 #: The project's sources (params, workflow, notebooks, book): the checkout, or the copy a
 #: non-editable install carries (melanoma.home). Relative ``work``/``results`` go under

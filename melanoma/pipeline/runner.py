@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from melanoma.pipeline.grid import REPO, expand, find_grid_file, load_grid
 from melanoma.home import book_dir, home
+from melanoma.pipeline.grid import REPO, expand, find_grid_file, load_grid
 from melanoma.train.params import ParamError, did_you_mean
 
 

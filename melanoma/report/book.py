@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from melanoma.data.registry import get
-from melanoma.pipeline.grid import REPO, Grid, load_grid
 from melanoma.home import book_dir
 from melanoma.io import read_json, write_text
+from melanoma.pipeline.grid import REPO, Grid, load_grid
 from melanoma.report.summary import fmt, fmt_ci
 
 SOURCE = REPO / "book"
@@ -514,8 +514,8 @@ def guarantees(grid: Grid, summary: pd.DataFrame, rid: str | None,
                blocks: dict[str, dict]) -> tuple[str, object, str, str]:
     """Entropy rule vs conformal sets vs SGR: (text and table, figure or None, its caption, the
     across-the-grid table)."""
-    from melanoma.report import plots
     from melanoma.evaluate.conformal import PROMISES
+    from melanoma.report import plots
 
     rows, curves, points = [], {}, {}
     for name, b in blocks.items():

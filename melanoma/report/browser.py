@@ -76,8 +76,8 @@ def upload(page, path: str | Path, timeout_ms: int = 30_000) -> dict | None:
 
 def screenshot(model_dir: str | Path, image: str | Path, out: str | Path) -> dict:
     """Score ``image`` with the exported model in ``model_dir`` in the page; save the page as PNG."""
-    from melanoma.report.export import assemble_site
     from melanoma.io import atomic_path
+    from melanoma.report.export import assemble_site
 
     with tempfile.TemporaryDirectory() as tmp:
         site = assemble_site(Path(tmp) / "site", model_dir)

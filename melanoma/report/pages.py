@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from melanoma.report import book
 from melanoma.pipeline.grid import REPO, load_grid
+from melanoma.report import book
 
 
 def show(markdown: str) -> None:

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from melanoma.data.registry import combo_label, get, parse_combo
-from melanoma.pipeline.grid import KEEP_SUFFIX, REPO, Grid, load_grid
 from melanoma.io import read_json, read_yaml, write_parquet, write_text
+from melanoma.pipeline.grid import KEEP_SUFFIX, REPO, Grid, load_grid
 
 METRICS = ["precision", "sensitivity", "specificity", "f1", "accuracy", "balanced_accuracy", "auc",
            "ece", "brier", "nll", "macro_precision", "macro_f1"]

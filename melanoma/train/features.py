@@ -219,8 +219,8 @@ def features_for_dataset(work: str | Path, dataset: str, *, model: str, weights:
                          workers: int = 0, progress: bool = True) -> dict:
     """Build ``model``'s backbone and make sure its features for ``dataset`` exist; write
     ``done.json`` (the workflow's ``features`` rule output) with the timing facts."""
-    from melanoma.data.registry import get
     from melanoma.data.manifest import read_manifest
+    from melanoma.data.registry import get
     from melanoma.train.models import build_model, model_config, split_backbone_head
     from melanoma.train.run import resolve_device
 

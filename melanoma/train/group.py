@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from melanoma.train.params import TrainParams, check_together
-from melanoma.train.run import is_finished
 from melanoma.train.recipe import train_runs
+from melanoma.train.run import is_finished
 
 
 def train_members(ps: list[TrainParams], *, progress: bool = True, stop_after: int | None = None,

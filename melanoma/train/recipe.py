@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from melanoma.train import features as feats
 from melanoma.data.cache import ImageCache
 from melanoma.data.manifest import read_manifest
+from melanoma.train import features as feats
 from melanoma.train.loop import fit, predict_batches
 from melanoma.train.models import set_train_mode, split_backbone_head
 from melanoma.train.params import TrainParams, check_together

@@ -29,14 +29,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from melanoma.data.registry import get
 from melanoma.data.combine import combine
 from melanoma.data.dedup import eval_frame, is_external
 from melanoma.data.manifest import read_manifest
-from melanoma.io import CorruptFileError, atomic_path, read_json, read_torch, write_json, write_parquet, write_text, write_yaml
+from melanoma.data.registry import get
+from melanoma.io import (CorruptFileError, atomic_path, read_json, read_torch, write_json, write_parquet, write_text,
+                         write_yaml)
+from melanoma.provenance import versions
 from melanoma.train.models import build_model, model_config, trainable_summary
 from melanoma.train.params import TrainParams
-from melanoma.provenance import versions
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

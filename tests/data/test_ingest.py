@@ -9,10 +9,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from melanoma.data.registry import SHORT_NAMES
 from melanoma.data.dedup import find_duplicates
 from melanoma.data.ingest import ingest_dataset
 from melanoma.data.manifest import MANIFEST_COLUMNS, make_val_split, read_manifest
+from melanoma.data.registry import SHORT_NAMES
 
 
 @pytest.mark.parametrize("short", SHORT_NAMES)

@@ -14,8 +14,8 @@ from melanoma.cli import main
 from melanoma.evaluate.calibrate import calibrate_run
 from melanoma.evaluate.reject import LOW_TEST_COVERAGE, parse_thresholds, reject_run
 from melanoma.evaluate.tables import flag_text, methods_table, reject_table
-from melanoma.io import write_json
 from melanoma.evaluate.uncertainty import entropy
+from melanoma.io import write_json
 
 from tests.conftest import logit_scores, prediction_rows
 from tests.runs import make_run

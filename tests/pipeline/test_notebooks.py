@@ -183,8 +183,8 @@ def _check_home(home: Path, executed: dict[str, Path]) -> None:
     run = work / "runs" / "example"
     for f in ("run.json", "metrics.json", "rejection.json", "03_calibrate.params.yaml", "04_reject.params.yaml"):
         assert (run / f).is_file(), f
-    from melanoma.pipeline.defaults import train_params
     from melanoma.io import read_json, read_yaml
+    from melanoma.pipeline.defaults import train_params
 
     (recipe,) = train_params(work)  # the one recipe, as the notebooks make it
     assert read_yaml(run / "params.yaml") == recipe.to_dict()

@@ -12,8 +12,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from melanoma.evaluate import metrics as M
-from melanoma.report import plots as P
 from melanoma.evaluate import uncertainty as U
+from melanoma.report import plots as P
 
 
 def outputs(seed, n=300):

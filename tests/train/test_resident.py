@@ -8,8 +8,8 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from melanoma.train import resident as R
 from melanoma.data.cache import ImageCache
+from melanoma.train import resident as R
 from melanoma.train.transforms import eval_transform
 
 S = 16
