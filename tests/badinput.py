@@ -1399,11 +1399,12 @@ def workers_identical(tmp, ctx):
 
 # ============================================================================= one writer per grid
 
-def _holder(grid: Path, tmp: Path) -> subprocess.Popen:
-    code = ("import sys, time; from melanoma.pipeline.runner import grid_lock\n"
-            f"with grid_lock({str(grid)!r}):\n    open({str(tmp / 'held')!r}, 'w').close(); time.sleep(60)\n")
-    p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
-    for _ in range(300):
+def lock_holder(grid: Path, tmp: Path, seconds: int = 120) -> subprocess.Popen:
+    """Another process holding ``grid``'s lock (for ``seconds``), returned once it holds it."""
+    code = ("import time; from melanoma.pipeline.runner import grid_lock\n"
+            f"with grid_lock({str(grid)!r}):\n    open({str(tmp / 'held')!r}, 'w').close(); time.sleep({seconds})\n")
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=tmp, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    for _ in range(1200):
         if (tmp / "held").exists():
             return p
         time.sleep(0.05)
@@ -1417,7 +1418,7 @@ def lock_second_run(tmp, ctx):
     from melanoma.pipeline.runner import GridBusyError, grid_lock
 
     g = _grid(tmp, GOOD)
-    p = _holder(g, tmp)
+    p = lock_holder(g, tmp)
     try:
         with pytest.raises(GridBusyError, match=f"being run by pid {p.pid}"):
             with grid_lock(g):
@@ -1434,7 +1435,7 @@ def lock_stale(tmp, ctx):
     from melanoma.pipeline.runner import grid_lock
 
     g = _grid(tmp, GOOD)
-    p = _holder(g, tmp)
+    p = lock_holder(g, tmp)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     with grid_lock(g):
@@ -1500,7 +1501,7 @@ def lock_cluster_jobs_running(tmp, ctx):
       "refuses with the owner's pid; its command never runs")
 def lock_locked_command(tmp, ctx):
     g = _grid(tmp, GOOD)
-    p = _holder(g, tmp)
+    p = lock_holder(g, tmp)
     try:
         marker = tmp / "ran"
         rc, out = cli("locked", "--grid", g, "--workdir", tmp, "--", "sh", "-c", f"touch {marker}")

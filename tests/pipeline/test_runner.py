@@ -17,6 +17,7 @@ import pytest
 from melanoma.pipeline import runner
 from melanoma.pipeline.runner import GridBusyError, grid_lock, run_locked, run_status, snakemake_cmd
 from melanoma.train.params import ParamError
+from tests.badinput import lock_holder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,22 +56,9 @@ def test_an_unreadable_owner_record_still_refuses(tmp_path):
                 pass
 
 
-def _holder(grid: Path, tmp: Path) -> subprocess.Popen:
-    code = ("import time; from melanoma.pipeline.runner import grid_lock\n"
-            f"with grid_lock({str(grid)!r}):\n    open({str(tmp / 'held')!r}, 'w').close(); time.sleep(120)\n")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    p = subprocess.Popen([sys.executable, "-c", code], cwd=tmp, env=env)
-    for _ in range(1200):
-        if (tmp / "held").exists():
-            return p
-        time.sleep(0.05)
-    p.kill()
-    raise AssertionError("the lock holder did not start")
-
-
 def test_the_lock_is_released_when_its_owner_dies(tmp_path):
     g = _grid(tmp_path)
-    p = _holder(g, tmp_path)
+    p = lock_holder(g, tmp_path)
     try:
         with pytest.raises(GridBusyError, match=f"being run by pid {p.pid} "):
             with grid_lock(g):
