@@ -5,7 +5,7 @@ the loop path and of feature extraction went into *thread oversubscription*: tor
 per-image ops (the paper's augmentation on one image, MeshNet's small convolutions) over both
 cores while another job held one of them, and waited. Fixes, each measured here in one run:
 
-1. per-image transforms run with one intra-op thread (``features.CachedImages``);
+1. per-image transforms run with one intra-op thread (``dataset.CachedImages``);
 2. each Snakemake job gets ``OMP_NUM_THREADS`` = its ``threads`` (``workflow/Snakefile``);
 3. feature extraction in channels-last layout (``features.extract``).
 

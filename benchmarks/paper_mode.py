@@ -34,7 +34,7 @@ from common import (command_line, json_comment, loadavg, machine_facts, md_table
 
 from melanoma.data.cache import ImageCache
 from melanoma.data.combine import combine
-from melanoma.train.features import CachedImages
+from melanoma.train.dataset import CachedImages
 from melanoma.train.group import train_members
 from melanoma.train.models import model_config
 from melanoma.train.params import TrainParams

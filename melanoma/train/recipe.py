@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from melanoma.data.cache import ImageCache
 from melanoma.data.manifest import read_manifest
 from melanoma.train import features as feats
+from melanoma.train.dataset import CachedImages, single_thread
 from melanoma.train.loop import fit, predict_batches
 from melanoma.train.models import set_train_mode, split_backbone_head
 from melanoma.train.params import TrainParams, check_together
@@ -83,7 +84,7 @@ def train_head_epoch(head, opt, X_views: list[np.ndarray], y: np.ndarray, order,
 def _head_epoch(head, opt, X_views, y, order, p, epoch):
     # one thread: batches of 32 × d matmuls are far too small to split (measured 680 vs 101,519
     # features/s with 2 vs 1 threads on a busy 2-core machine, benchmarks/RESULTS.md)
-    with feats.single_thread():
+    with single_thread():
         head.train()
         rng = np.random.default_rng([p.seed, epoch, 7])
         view = rng.integers(0, len(X_views), size=len(order)) if len(X_views) > 1 else np.zeros(len(order), int)
@@ -192,8 +193,8 @@ def _finish_probe(r: Run, head, X_views: list[np.ndarray], X_val: torch.Tensor, 
 
 def _loader(rows, cache: ImageCache, tf, order, p: TrainParams, batch_size: int, seed: int | None = None):
     """``seed`` (training): image k of the epoch is augmented under ``(seed, k)`` whichever worker
-    loads it, so ``workers`` never changes results (:class:`melanoma.train.features.CachedImages`)."""
-    ds = feats.CachedImages(rows["content_hash"], rows["label"].clip(lower=0), cache, tf, seed=seed)
+    loads it, so ``workers`` never changes results (:class:`melanoma.train.dataset.CachedImages`)."""
+    ds = CachedImages(rows["content_hash"], rows["label"].clip(lower=0), cache, tf, seed=seed)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=list(enumerate(order)),
                                        num_workers=p.workers, persistent_workers=False)
 
