@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from torch import nn
 
 from melanoma.data.cache import ImageCache
 from melanoma.data.manifest import read_manifest
 from melanoma.train import features as F
-from melanoma.train.transforms import eval_transform, train_transform
+from melanoma.train.transforms import eval_transform
 
 from tests.tinywork import CACHE, standard_work
 
@@ -133,32 +132,6 @@ def test_augmented_views_are_seeded_and_differ_by_view(tmp_path):
     eval_rows = view0[[index[k] for k in aug_keys]]                   # the same images, eval transform
     assert v0.shape == eval_rows.shape == (16, 3)
     assert np.abs(v0.astype(np.float32) - eval_rows.astype(np.float32)).max() > 0.05  # augmented
-
-
-def test_cached_images_draw_by_position_and_leave_the_callers_rng_alone(work):
-    m = read_manifest(work, "isic2017")
-    ds = F.CachedImages(m["content_hash"][:4], m["label"][:4], ImageCache(work / "cache", CACHE),
-                        train_transform(16, mean=MEAN, std=STD), seed=11)
-    forward = [ds[(p, p)][0] for p in range(4)]
-    backward = [ds[(p, p)][0] for p in reversed(range(4))][::-1]
-    assert all(torch.equal(x, y) for x, y in zip(forward, backward))
-    assert not torch.equal(ds[(0, 0)][0], ds[(1, 0)][0])          # the same image at another position
-    assert torch.equal(ds[2][0], ds[(2, 2)][0]) and ds[2][1] == int(m["label"].iloc[2])
-    torch.manual_seed(5)
-    want = torch.rand(3)
-    torch.manual_seed(5)
-    ds[(0, 0)]
-    assert torch.equal(torch.rand(3), want)
-    n = torch.get_num_threads()
-    with F.single_thread():
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == n
-
-
-def test_item_seed_is_a_stable_function_of_seed_and_position():
-    seeds = {F.item_seed(s, p) for s in range(3) for p in range(100)}
-    assert len(seeds) == 300 and all(0 <= x < 2**60 for x in seeds)
-    assert F.item_seed(1, 2) == F.item_seed(1, 2)
 
 
 def test_extract_of_nothing(work):
