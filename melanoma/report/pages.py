@@ -6,8 +6,9 @@ code folded (``hide-input``): every table and figure has the call that made it o
 Everything here is read from the grid's outputs only — ``summary.parquet``, ``runs.parquet``, the
 run folders (``metrics.json``, ``rejection.json``, ``leakage.parquet``), the ingest reports and
 manifests under WORK, and ``params/paper_results.yaml`` for the paper's own numbers. The tables and
-captions are those of :mod:`melanoma.report.book` (one implementation for the notebook pages and the
-files it renders); this module only displays them.
+captions are those of :mod:`melanoma.report.tables` and :mod:`melanoma.report.figures` (one
+implementation for the notebook pages and the files :mod:`melanoma.report.book` renders); this
+module only displays them.
 
 In a notebook::
 
@@ -24,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from melanoma.pipeline.grid import REPO, load_grid
-from melanoma.report import book
+from melanoma.report import figures, tables
 
 
 def show(markdown: str) -> None:
@@ -56,67 +57,67 @@ class Pages:
         self.grid = load_grid(p)
         self.summary = pd.read_parquet(self.grid.results / "summary.parquet")
         self.runs = pd.read_parquet(self.grid.results / "runs.parquet")
-        self._t1, self.chosen, self._t1_flagged = book.table1(self.grid, self.summary)
-        self.run = book.featured_run(self.grid, self.chosen)
-        self.rej = book.read_rejection(self.grid, self.run) if self.run else {}
-        self.blocks = book.rejection_blocks(self.rej)
+        self._t1, self.chosen, self._t1_flagged = tables.table1(self.grid, self.summary)
+        self.run = tables.featured_run(self.grid, self.chosen)
+        self.rej = tables.read_rejection(self.grid, self.run) if self.run else {}
+        self.blocks = tables.rejection_blocks(self.rej)
         self._note = "\n_All numbers: SYNTHETIC data._\n" if self.grid.is_synthetic else ""
 
     # -- every page
     def banner(self) -> None:
-        show(book.banner(self.grid))
+        show(tables.banner(self.grid))
 
     # -- datasets
     def datasets(self) -> None:
-        show(book.datasets_table(self.grid))
+        show(tables.datasets_table(self.grid))
 
     def samples(self) -> None:
-        fig, caption = book.samples(self.grid)
+        fig, caption = figures.samples(self.grid)
         show_figure(fig, caption) if fig is not None else show(caption)
 
     def leakage(self) -> None:
-        show(book.leakage_table(self.grid))
+        show(tables.leakage_table(self.grid))
 
     # -- results
     def rejection_rule(self) -> None:
-        show(book.rejection_rule(self.grid, self.rej) if self.rej else "_No rejection results._\n")
+        show(tables.rejection_rule(self.grid, self.rej) if self.rej else "_No rejection results._\n")
 
     def eval_sources(self) -> None:
-        show(book.eval_sources_table(self.rej))
+        show(tables.eval_sources_table(self.rej))
 
     def table1(self) -> None:
-        md = book.md_table(self._t1) if len(self._t1) else "_No unflagged results._\n"
+        md = tables.md_table(self._t1) if len(self._t1) else "_No unflagged results._\n"
         if len(self._t1_flagged):
             md += ("\n**Flagged results, not ranked** (their after-rejection numbers describe a degenerate "
-                   "rejection; the flag says why):\n\n" + book.md_table(self._t1_flagged))
+                   "rejection; the flag says why):\n\n" + tables.md_table(self._t1_flagged))
         else:
             md += "\nNo rejection result of this grid is flagged.\n"
         show(md + self._note)
 
     def table3(self) -> None:
-        t3 = book.table3(self.summary, self.chosen)
-        show((book.md_table(t3) if len(t3) else "_No results._\n") + self._note)
+        t3 = tables.table3(self.summary, self.chosen)
+        show((tables.md_table(t3) if len(t3) else "_No results._\n") + self._note)
 
     def table2(self) -> None:
-        show(book.table2(self.summary) + self._note)
+        show(tables.table2(self.summary) + self._note)
 
     def paper(self, table: str) -> None:
         """The paper's own Table 1, 2 or 3 (``params/paper_results.yaml``), marked as such."""
-        show(book.paper_tables()[table])
+        show(tables.paper_tables()[table])
 
     def fig3(self) -> None:
-        self._figure(*book.fig3(self.grid, self.run, self.rej, self.blocks))
+        self._figure(*figures.fig3(self.grid, self.run, self.rej, self.blocks))
 
     def fig4(self) -> None:
-        self._figure(*book.fig4(self.grid))
+        self._figure(*figures.fig4(self.grid))
 
     def fig5(self) -> None:
-        self._figure(*book.fig5(self.grid, self.run, self.blocks))
+        self._figure(*figures.fig5(self.grid, self.run, self.blocks))
         if self.blocks:
-            show(book.referral_table(self.blocks))
+            show(tables.referral_table(self.blocks))
 
     def heatmaps(self) -> None:
-        figs, caption = book.heatmaps(self.grid, self.summary)
+        figs, caption = figures.heatmaps(self.grid, self.summary)
         if figs is None:
             show(caption)
             return
@@ -125,7 +126,7 @@ class Pages:
         show(caption)
 
     def guarantees(self) -> None:
-        head, fig, caption, tail = book.guarantees(self.grid, self.summary, self.run, self.blocks)
+        head, fig, caption, tail = figures.guarantees(self.grid, self.summary, self.run, self.blocks)
         show(head)
         if fig is not None:
             show_figure(fig, caption)
@@ -133,20 +134,20 @@ class Pages:
             show(tail)
 
     def variants(self) -> None:
-        show(book.variants_table(self.summary, self.run))
+        show(tables.variants_table(self.summary, self.run))
 
     def leakage_experiment(self) -> None:
-        show(book.leakage_experiment(self.grid, self.summary))
+        show(tables.leakage_experiment(self.grid, self.summary))
 
     def risk_coverage(self) -> None:
-        self._figure(*book.fig_risk_coverage(self.grid, self.run, self.blocks))
+        self._figure(*figures.fig_risk_coverage(self.grid, self.run, self.blocks))
 
     def aurc(self) -> None:
-        show(book.aurc_table(self.summary))
+        show(tables.aurc_table(self.summary))
 
     # -- runs
     def runs_table(self) -> None:
-        show(book.runs_table(self.runs) + "\n" + book.rejection_by_run(self.summary))
+        show(tables.runs_table(self.runs) + "\n" + tables.rejection_by_run(self.summary))
 
     def _figure(self, fig, caption: str) -> None:
         show_figure(fig, caption) if fig is not None else show(caption)
