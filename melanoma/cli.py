@@ -105,7 +105,7 @@ def cmd_train(a) -> int:
 def cmd_features(a) -> int:
     import os
 
-    from melanoma.pipeline.nbrun import claim_gpu
+    from melanoma.pipeline.gpus import claim_gpu
     from melanoma.train.features import features_for_dataset
 
     with claim_gpu() as gpu:  # several local GPUs: one per job

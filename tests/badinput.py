@@ -91,7 +91,7 @@ REFERENCES = [
     ("group", "runs trained together that differ in model / size / path or frozen weights",
      "`ValueError` naming the setting", "tests/train/test_group.py"),
     ("weights", "ImageNet weights offline and not cached",
-     "`WeightsUnavailableError` naming the cache file and the pre-fetch command", "tests/train/test_models.py"),
+     "`WeightsUnavailableError` naming the cache file and the pre-fetch command", "tests/train/test_weights.py"),
 ]
 
 

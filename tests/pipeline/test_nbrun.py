@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from melanoma.pipeline.nbrun import claim_gpu, run_notebook
+from melanoma.pipeline.nbrun import run_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -45,19 +45,6 @@ def test_cli_nbrun_parses_parameter_types(tmp_path):
     assert main(["nbrun", str(nb), str(tmp_path / "o.ipynb"), "--status", str(tmp_path / "s.json"),
                  "-p", "x", "0.8"]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["status"] == "ok"
-
-
-def test_claim_gpu_without_gpus(monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    with claim_gpu() as g:
-        assert g is None
-
-
-def test_claim_gpu_gives_each_job_its_own_card(monkeypatch, tmp_path):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    with claim_gpu(lock_dir=str(tmp_path)) as a:
-        with claim_gpu(lock_dir=str(tmp_path)) as b:
-            assert {a, b} == {"0", "1"}
 
 
 def test_steps_of_one_call_share_a_kernel_with_a_clean_namespace(tmp_path):
