@@ -46,11 +46,20 @@ def before_ref() -> str:
     return f"{out[0]}^"
 
 
+#: Modules an older Snakefile imports, where they are since the package was laid out by stage.
+MOVED = {"melanoma.datasets": "melanoma.data.registry", "melanoma.grid": "melanoma.pipeline.grid",
+         "melanoma.book": "melanoma.report.book", "melanoma.cluster": "melanoma.pipeline.cluster",
+         "melanoma.datasets.fingerprint": "melanoma.data.fingerprint"}
+
+
 def snakefile_at(ref: str, dst: Path) -> Path:
     """``workflow/Snakefile`` of ``ref`` as ``dst/workflow/Snakefile``, with ``dst/notebooks`` linked
-    to the repository's (the Snakefile finds its notebooks beside its folder)."""
+    to the repository's (the Snakefile finds its notebooks beside its folder). Its imports are
+    pointed at where the modules are now (:data:`MOVED`): it runs with today's package."""
     text = subprocess.run(["git", "show", f"{ref}:workflow/Snakefile"], cwd=REPO, capture_output=True,
                           text=True, check=True).stdout
+    for old in sorted(MOVED, key=len, reverse=True):
+        text = re.sub(rf"^(from|import) {re.escape(old)}(?=[ \n])", rf"\1 {MOVED[old]}", text, flags=re.M)
     (dst / "workflow").mkdir(parents=True, exist_ok=True)
     (dst / "workflow" / "Snakefile").write_text(text)
     if not (dst / "notebooks").exists():
