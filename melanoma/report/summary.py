@@ -21,10 +21,8 @@ replica's held-out labels (``ISIC_2020_Test_GroundTruth_SYNTHETIC.csv``). Those 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from melanoma.data.registry import combo_label, get, parse_combo
@@ -311,21 +309,17 @@ def report(grid_file: str | Path) -> pd.DataFrame:
     return summary
 
 
-def missing(x) -> bool:
-    """``None`` or a NaN of any float type (Python, numpy float16/32/64)."""
-    return x is None or (isinstance(x, (float, np.floating)) and math.isnan(x))
-
-
 def fmt(x: float, pct: bool = True, digits: int = 1) -> str:
-    """A metric for a table: ``83.8%`` (or ``0.0832`` with ``pct=False``); NaN → ``–``."""
-    if missing(x):
+    """A metric for a table: ``83.8%`` (or ``0.0832`` with ``pct=False``); None or a NaN of any
+    float type → ``–``."""
+    if pd.isna(x):
         return "–"
     return f"{100 * x:.{digits}f}%" if pct else f"{x:.4f}"
 
 
 def fmt_ci(x: float, lo: float, hi: float, pct: bool = True) -> str:
     s = fmt(x, pct)
-    if s == "–" or any(missing(v) for v in (lo, hi)):
+    if s == "–" or any(pd.isna(v) for v in (lo, hi)):
         return s
     return f"{s} [{fmt(lo, pct)}, {fmt(hi, pct)}]"
 
